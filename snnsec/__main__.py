@@ -1,0 +1,5 @@
+import sys
+
+from snnsec.cli import main
+
+sys.exit(main())

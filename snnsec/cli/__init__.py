@@ -1,0 +1,54 @@
+"""The ``snnsec`` command line.
+
+The CLI only parses arguments and calls the library. Each subcommand family lives in its
+own module in this package and exposes ``register(subparsers)``; modules are discovered
+here, so a new command is one new file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+EXIT_OK = 0
+EXIT_FOUND = 1
+EXIT_ERROR = 2
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one clear message, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snnsec",
+        description="Robustness and security evaluation for spiking neural networks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except (CLIError, ValueError, FileNotFoundError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"snnsec {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK if code is None else int(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
