@@ -1,0 +1,81 @@
+"""Framing equals tonic's ToFrame on every real recording, for both slicings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tonic.transforms as tt
+
+from snnsec.data.events import EVENT_DTYPE, make_events, read_event_bin
+from snnsec.data.frames import to_frames
+
+KW = {"events": "n_event_bins", "time": "n_time_bins"}
+
+
+def _check_all(files, sensor, Ts):
+    checked = 0
+    for path in files:
+        ev = read_event_bin(path)
+        for T in Ts:
+            for slicing, kw in KW.items():
+                want = tt.ToFrame(sensor_size=sensor, **{kw: T})(ev)
+                got = to_frames(ev, sensor, T, slicing, binary=False)
+                assert got.dtype == want.dtype and got.shape == want.shape, path
+                assert np.array_equal(got, want), f"{path}: T={T} {slicing}"
+                assert np.array_equal(to_frames(ev, sensor, T, slicing, binary=True), np.minimum(want, 1))
+                checked += 1
+    return checked
+
+
+def test_equals_toframe_on_every_nmnist_recording(nmnist_root):
+    files = sorted(nmnist_root.glob("*/*/*.bin"))
+    assert len(files) == 1100
+    assert _check_all(files, (34, 34, 2), Ts=(16, 7)) == 1100 * 2 * 2
+
+
+def test_equals_toframe_on_every_gesture_clip(gesture_root):
+    files = sorted(gesture_root.glob("*.bs2"))
+    assert len(files) == 10
+    assert _check_all(files, (128, 128, 2), Ts=(16, 5)) == 10 * 2 * 2
+
+
+def test_empty_stream_gives_zero_frames_of_the_right_shape():
+    empty = np.empty(0, dtype=EVENT_DTYPE)
+    for slicing in KW:
+        f = to_frames(empty, (40, 30, 2), 4, slicing, binary=True)
+        assert f.shape == (4, 2, 30, 40) and not f.any()  # tonic would give (4, 2, 40, 30) float64
+
+
+def test_tiny_streams_keep_their_events():
+    # Fewer events than bins, and a 3 us recording: tonic drops everything, we keep each event.
+    ev = make_events([1, 2, 3], [0, 0, 1], [10, 11, 13], [0, 1, 1])
+    for slicing in KW:
+        f = to_frames(ev, (4, 2, 2), 8, slicing, binary=False)
+        assert f.sum() == 3 and f[0, 0, 0, 1] == 1
+
+
+def test_single_polarity_and_order_independent_fields():
+    ev = np.zeros(6, dtype=[("t", np.int64), ("p", bool), ("x", np.int16), ("y", np.int16)])
+    ev["t"] = np.arange(6) * 10
+    ev["x"] = [0, 1, 2, 3, 4, 5]
+    ev["p"] = [True, False, True, False, True, False]
+    f = to_frames(ev, (6, 1, 2), 3, "events", binary=False)
+    assert f.shape == (3, 2, 1, 6) and f[:, 1].sum() == 3 and f[0, 1, 0, 0] == 1
+    g = to_frames(ev, (6, 1, 1), 3, "time", binary=False)
+    assert g.shape == (3, 1, 1, 6) and g.sum() == 5  # tonic's time bins drop the last event
+
+
+def test_bad_arguments():
+    ev = make_events([0, 40], [0, 0], [0, 1], [0, 0])
+    with pytest.raises(ValueError, match=r"to_frames: field 'x' outside the sensor: event 1 has x=40"):
+        to_frames(ev, (34, 34, 2), 2, "events")
+    with pytest.raises(ValueError, match="slicing"):
+        to_frames(ev, (64, 34, 2), 2, "space")
+    with pytest.raises(ValueError, match="positive"):
+        to_frames(ev, (64, 34, 2), 0, "events")
+
+
+def test_unsorted_time_is_named():
+    ev = make_events([0, 1, 2], [0, 0, 0], [50, 10, 60], [0, 0, 0])
+    with pytest.raises(ValueError, match=r"field 't' decreases at event 1"):
+        to_frames(ev, (4, 1, 2), 2, "time")
