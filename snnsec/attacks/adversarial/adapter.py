@@ -1,0 +1,285 @@
+"""torchattacks on a :class:`~snnsec.harness.SpikingClassifier`.
+
+One function, :func:`make_attack`, builds any supported torchattacks attack on a model's
+attack view (time packed into channels, ``[B, T*P, H, W]``); :class:`Attack` is the
+``atk(x, y) -> x_adv`` object the rest of the suite uses. It takes frames ``[B, T, P, H, W]``
+(or static images ``[B, C, H, W]`` for rate-coded models), returns the same shape, restores
+every module's training flag afterwards (torchattacks leaves eval models in train mode when
+asked to attack in train mode) and counts forwards and backwards through :class:`Counter`.
+
+Threat models. ``linf``/``l2`` attacks are bounded by eps. ``minimal`` attacks (CW,
+DeepFool, SparseFool, OnePixel) look for the smallest perturbation they can find, whatever
+its size; the evaluator counts one of their adversarials at radius eps only if it lies
+inside the L-inf ball of radius eps, so they are valid (usually weak) L-inf attacks too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torchattacks
+
+from snnsec.harness import preserve_modes
+
+__all__ = ["ATTACKS", "Attack", "AttackInfo", "Counter", "attack_names", "make_attack"]
+
+
+class Counter(nn.Module):
+    """Wraps a model and counts what an attack costs.
+
+    ``forwards``/``backwards``: calls (a backward is counted when a gradient reaches the
+    logits, so FAB's per-class Jacobian counts K). ``forward_samples``/``backward_samples``:
+    the same weighted by batch size, the comparable unit across attacks whose batches shrink.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.zero()
+
+    def zero(self) -> None:
+        self.forwards = self.backwards = self.forward_samples = self.backward_samples = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"forwards": self.forwards, "backwards": self.backwards, "forward_samples": self.forward_samples,
+                "backward_samples": self.backward_samples}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        self.forwards += 1
+        self.forward_samples += int(x.shape[0])
+        if out.requires_grad:
+            n = int(x.shape[0])
+
+            def hook(grad):
+                self.backwards += 1
+                self.backward_samples += n
+
+            out.register_hook(hook)
+        return out
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    name: str
+    threat: str  # "linf" | "l2" | "minimal"
+    white_box: bool
+    build: Callable[..., torchattacks.Attack]
+    description: str
+    uses_eps: bool = True
+
+
+def _pgd_alpha(eps: float, steps: int) -> float:
+    # Madry et al.'s rule: step 2.5 * eps / steps lets the iterate cross the ball and back
+    return 2.5 * eps / steps
+
+
+# Original AutoAttack ("standard", fra31/auto-attack) runs APGD/APGD-T/FAB-T with 100 iterations,
+# 9 target classes and Square with 5,000 queries; torchattacks defaults to 10 steps and a time
+# seed. Fast: the same pipeline at a strength the unit tests can afford (not for reported numbers).
+AUTOATTACK_STRENGTH = {"standard": {"steps": 100, "queries": 5000}, "fast": {"steps": 10, "queries": 100}}
+
+
+def _targets(num_classes: int) -> int:
+    # torchattacks' n_classes is "target classes + 1"; AutoAttack standard uses 9 targets
+    return min(num_classes, 10)
+
+
+def _build_autoattack(m, eps, *, steps, seed, num_classes, queries, **_):
+    comps = [
+        torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed),
+        torchattacks.APGDT(m, norm="Linf", eps=eps, steps=steps, n_restarts=1, n_classes=_targets(num_classes), seed=seed),
+        torchattacks.FAB(m, norm="Linf", eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
+                         n_classes=_targets(num_classes), seed=seed),
+        # the original sets resc_schedule=False for Square inside AutoAttack
+        torchattacks.Square(m, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, resc_schedule=False, seed=seed),
+    ]
+    return torchattacks.MultiAttack(comps)
+
+
+def _info(name, threat, white_box, build, description, uses_eps=True):
+    return name, AttackInfo(name, threat, white_box, build, description, uses_eps)
+
+
+ATTACKS: dict[str, AttackInfo] = dict([
+    _info("fgsm", "linf", True, lambda m, eps, **k: torchattacks.FGSM(m, eps=eps), "FGSM, one signed gradient step"),
+    _info("bim", "linf", True,
+          lambda m, eps, *, steps, **k: torchattacks.BIM(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps),
+          "BIM (iterative FGSM, no random start)"),
+    _info("pgd", "linf", True,
+          lambda m, eps, *, steps, **k: torchattacks.PGD(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps,
+                                                         random_start=True),
+          "PGD with uniform random start, step 2.5*eps/steps"),
+    _info("eotpgd", "linf", True,
+          lambda m, eps, *, steps, eot_iter, **k: torchattacks.EOTPGD(m, eps=eps, alpha=_pgd_alpha(eps, steps),
+                                                                      steps=steps, eot_iter=eot_iter),
+          "PGD with gradients averaged over eot_iter forwards (stochastic models)"),
+    _info("pgdl2", "l2", True,
+          lambda m, eps, *, steps, **k: torchattacks.PGDL2(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps),
+          "PGD in an L2 ball of radius eps"),
+    _info("apgd", "linf", True,
+          lambda m, eps, *, steps, seed, eot_iter, **k: torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps,
+                                                                          loss="ce", seed=seed, eot_iter=eot_iter),
+          "APGD-CE (Croce & Hein 2020)"),
+    _info("apgd-dlr", "linf", True,
+          lambda m, eps, *, steps, seed, eot_iter, **k: torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps,
+                                                                          loss="dlr", seed=seed, eot_iter=eot_iter),
+          "APGD on the DLR loss"),
+    _info("apgdt", "linf", True,
+          lambda m, eps, *, steps, seed, num_classes, eot_iter, **k: torchattacks.APGDT(
+              m, norm="Linf", eps=eps, steps=steps, seed=seed, n_classes=_targets(num_classes), eot_iter=eot_iter),
+          "APGD-T, targeted DLR over the 9 most likely other classes"),
+    _info("fab", "linf", True,
+          lambda m, eps, *, steps, seed, num_classes, **k: torchattacks.FAB(
+              m, norm="Linf", eps=eps, steps=steps, seed=seed, multi_targeted=True, n_classes=_targets(num_classes)),
+          "FAB-T (minimal-norm, projected into the eps ball)"),
+    _info("square", "linf", False,
+          lambda m, eps, *, seed, queries, **k: torchattacks.Square(m, norm="Linf", eps=eps, n_queries=queries, seed=seed),
+          "Square Attack (black-box, score-based)"),
+    _info("autoattack", "linf", True, _build_autoattack,
+          "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (per-sample worst case)"),
+    _info("cw", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.CW(m, c=1, kappa=0, steps=steps, lr=0.01),
+          "Carlini-Wagner L2 (inputs mapped into (0, 1) first)", uses_eps=False),
+    _info("deepfool", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.DeepFool(m, steps=steps),
+          "DeepFool (minimal L2)", uses_eps=False),
+    _info("sparsefool", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.SparseFool(m, steps=steps),
+          "SparseFool (minimal L0)", uses_eps=False),
+    _info("onepixel", "minimal", False, lambda m, eps, **k: torchattacks.OnePixel(m, pixels=1, steps=10, popsize=10),
+          "One-pixel differential evolution (black-box L0)", uses_eps=False),
+])
+
+
+def attack_names() -> list[str]:
+    return list(ATTACKS)
+
+
+# default steps per attack at full strength; "fast" divides iterative budgets for unit tests
+_FULL_STEPS = {"bim": 20, "pgd": 20, "eotpgd": 20, "pgdl2": 20, "apgd": 100, "apgd-dlr": 100, "apgdt": 100, "fab": 100,
+               "cw": 100, "deepfool": 50, "sparsefool": 10}
+_FAST_STEPS = {k: min(v, 10) for k, v in _FULL_STEPS.items()}
+_FULL_QUERIES, _FAST_QUERIES = 5000, 100
+
+# CW optimises in tanh space: atanh(2x - 1) is infinite at exactly 0 and 1, so binary frames get
+# a zero gradient and no perturbation. Map them into (0, 1) by this margin before attacking.
+CW_MARGIN = 0.01
+
+
+class Attack:
+    """``atk(x, y) -> x_adv`` for one torchattacks attack on a :class:`SpikingClassifier`.
+
+    ``model``: the classifier (or any module taking the same input). ``steps``/``queries``
+    default to full strength (PGD-20, APGD 100, Square 5,000) unless ``fast=True``. Counts of
+    forwards/backwards accumulate in ``self.counter`` (call ``counter.zero()`` to restart).
+    ``options`` set other attributes of the torchattacks object (e.g. CW's ``c``, DeepFool's
+    ``overshoot``); an attribute the attack does not have is an error.
+    """
+
+    def __init__(self, model: nn.Module, name: str, eps: float = 0.0, *, steps: int | None = None,
+                 queries: int | None = None, seed: int = 0, eot_iter: int | None = None, fast: bool = False,
+                 num_classes: int | None = None, **options) -> None:
+        if name not in ATTACKS:
+            raise ValueError(f"unknown attack {name!r}; expected one of {attack_names()} (or 'bits' for spike flips)")
+        if not (isinstance(eps, (int, float)) and eps >= 0 and math.isfinite(eps)):
+            raise ValueError(f"attack {name}: eps must be a finite number >= 0, got {eps!r}")
+        self.model = model
+        self.name = name
+        self.info = ATTACKS[name]
+        self.eps = float(eps)
+        self.seed = int(seed)
+        self.fast = bool(fast)
+        if num_classes is None:
+            num_classes = getattr(model, "num_classes", None)
+        if num_classes is None:
+            raise ValueError(f"attack {name}: pass num_classes (the model has no .num_classes)")
+        self.num_classes = int(num_classes)
+        table = _FAST_STEPS if fast else _FULL_STEPS
+        self.steps = int(steps) if steps is not None else table.get(name, 1)
+        self.queries = int(queries) if queries is not None else (_FAST_QUERIES if fast else _FULL_QUERIES)
+        # EOTPGD exists for stochastic models: 10 draws per step unless told (torchattacks' 2 is too
+        # few to average out a Poisson encoder); the other attacks take one forward per step
+        self.eot_iter = int(eot_iter) if eot_iter is not None else (10 if name == "eotpgd" else 1)
+        if name == "autoattack":
+            strength = AUTOATTACK_STRENGTH["fast" if fast else "standard"]
+            self.steps = int(steps) if steps is not None else strength["steps"]
+            self.queries = int(queries) if queries is not None else strength["queries"]
+        self.options = dict(options)
+        self.counter = Counter(_View(model))
+        self._build()  # fail now on a bad option, not in the middle of an evaluation
+
+    def params(self) -> dict:
+        out = {"attack": self.name, "threat": self.info.threat, "seed": self.seed}
+        if self.info.uses_eps:
+            out["eps"] = self.eps
+        if self.name not in ("fgsm", "onepixel"):
+            out["steps"] = self.steps
+        if self.name in ("square", "autoattack"):
+            out["queries"] = self.queries
+        if self.name in ("eotpgd", "apgd", "apgd-dlr", "apgdt"):
+            out["eot_iter"] = self.eot_iter
+        if self.name == "cw":
+            out["input_margin"] = CW_MARGIN
+        return {**out, **self.options}
+
+    def _build(self) -> torchattacks.Attack:
+        atk = self.info.build(self.counter, self.eps, steps=self.steps, seed=self.seed, num_classes=self.num_classes,
+                              queries=self.queries, eot_iter=self.eot_iter)
+        for k, v in self.options.items():
+            if k.startswith("_") or not hasattr(atk, k):
+                raise ValueError(f"attack {self.name}: torchattacks.{type(atk).__name__} has no option {k!r}")
+            setattr(atk, k, v)
+        return atk
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        view = self.counter.model
+        packed = view.pack(x)
+        with preserve_modes(self.model), _rng_guard(self.seed):
+            atk = self._build()
+            inp = CW_MARGIN + (1 - 2 * CW_MARGIN) * packed if self.name == "cw" else packed
+            adv = atk(inp, y)
+        if self.name == "cw":
+            # carry CW's perturbation of the mapped input back to the original one
+            adv = (packed + (adv - inp)).clamp(0.0, 1.0)
+        return view.unpack(adv.detach(), x.shape)
+
+
+@contextlib.contextmanager
+def _rng_guard(seed: int):
+    # PGD's random start and several torchattacks attacks draw from the global RNG (APGD even reseeds
+    # it); seed it per call for reproducibility and give the caller its RNG state back afterwards.
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+class _View(nn.Module):
+    """Frames ``[B, T, P, H, W]`` <-> torchattacks' 4-D ``[B, T*P, H, W]``; static 4-D input passes through."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self._shape: tuple[int, ...] | None = None
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 5:
+            self._shape = tuple(x.shape[1:])
+            return x.flatten(1, 2)
+        if x.ndim == 4:
+            self._shape = None
+            return x
+        raise ValueError(f"attack input must be frames [B, T, P, H, W] or static images [B, C, H, W], got {tuple(x.shape)}")
+
+    def unpack(self, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return x.reshape(x.shape[0], *shape[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._shape is not None:
+            x = x.reshape(x.shape[0], *self._shape)
+        return self.model(x)

@@ -1,0 +1,66 @@
+"""Registers the ``adversarial`` bench kind (see :mod:`snnsec.bench` and ``attacks/adversarial_*.toml``).
+
+A cell names a trained ``checkpoint`` (or trains one first when it gives ``epochs`` instead),
+the ``dataset`` (plus ``root``), ``attacks``, ``eps`` (list of radii such as ``"8/255"``) and
+optionally ``gradients``, ``n_samples``, ``fast``, ``eot``, ``flip_budget``. Metrics per cell:
+clean accuracy, worst-case robust accuracy per eps, per-attack robust accuracy per eps, and
+``reliable`` (1/0).
+"""
+
+from __future__ import annotations
+
+from snnsec.bench import register_kind
+
+_EVAL_KEYS = ("attacks", "eps", "gradients", "fast", "eot", "batch_size", "flip_budget", "flip_step", "queries")
+
+
+def adversarial_cell(cell: dict, *, progress: bool = True) -> dict:
+    from snnsec.attacks.adversarial.evaluate import EvalConfig, format_eps
+    from snnsec.attacks.adversarial.run import run_checkpoint
+
+    ckpt = cell.get("checkpoint")
+    if ckpt is None:
+        ckpt = _train(cell, progress)
+    kw = {k: cell[k] for k in _EVAL_KEYS if k in cell}
+    for k in ("attacks", "eps", "gradients"):
+        if isinstance(kw.get(k), str):
+            kw[k] = tuple(s.strip() for s in kw[k].split(","))
+    config = EvalConfig(seed=int(cell.get("seed", 0)), **kw)
+    ev, _ = run_checkpoint(ckpt, data=cell["dataset"], root=cell.get("root"), n_samples=cell.get("n_samples", 200),
+                           config=config, append_rows=False, progress=progress)
+    metrics = {"clean_accuracy": ev.clean_accuracy, "reliable": float(ev.reliable)}
+    for e, a in ev.robust_accuracy.items():
+        metrics[f"robust_accuracy@{format_eps(e)}"] = a
+    for name, curve in ev.per_attack().items():
+        for e, a in curve.items():
+            metrics[f"robust_accuracy:{name}@{format_eps(e)}"] = a
+    if ev.flips is not None:
+        metrics["median_flips"] = ev.flips["median_flips"]
+        metrics["flips_for_5pct"] = ev.flips["flips_for_5pct"] if ev.flips["flips_for_5pct"] is not None else float("nan")
+        metrics["median_events"] = ev.flips["median_events"]
+    return {"metrics": metrics, "attack": "adversarial", "attack_params": config.to_dict(),
+            "extra": {"reliable": ev.reliable, "unreliable_reasons": ev.unreliable_reasons(), "checks": ev.check_rows}}
+
+
+def _train(cell: dict, progress: bool) -> str:
+    """Train the cell's model into a cache folder named by the training config (reused across cells)."""
+    import os
+    from pathlib import Path
+
+    from snnsec.results import config_hash
+    from snnsec.train import TrainConfig, run_training
+
+    keys = ("dataset", "root", "model", "T", "epochs", "batch_size", "lr", "seed")
+    train_cfg = {k: cell.get(k) for k in keys}
+    if train_cfg["epochs"] is None:
+        raise ValueError("adversarial cell: give 'checkpoint' (a trained model) or 'epochs' to train one first")
+    cache = Path(os.environ.get("SNNSEC_CKPT_CACHE", "reports/checkpoints")) / config_hash(train_cfg)[:16]
+    if not (cache / "model.json").is_file():
+        cfg = TrainConfig(epochs=int(cell["epochs"]), batch_size=int(cell.get("batch_size", 32)),
+                          lr=float(cell.get("lr", 1e-3)), seed=int(cell.get("seed", 0)))
+        run_training(data=cell["dataset"], model=cell["model"], config=cfg, out=cache, root=cell.get("root"),
+                     T=cell.get("T"), progress=progress)
+    return str(cache)
+
+
+register_kind("adversarial", adversarial_cell)

@@ -1,0 +1,69 @@
+"""Evaluate a checkpoint on a dataset: what ``snnsec attack adversarial`` and the ``adversarial`` bench kind run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from snnsec.attacks.adversarial.evaluate import AdversarialEvaluation, EvalConfig, evaluate
+
+__all__ = ["load_samples", "run_checkpoint"]
+
+
+def load_samples(data: str, *, split: str = "test", root=None, n_samples: int | None = None, seed: int = 0,
+                 T: int | None = None, slicing: str | None = None, binary: bool | None = None):
+    """``(x [N, T, P, H, W], y [N], spec)``: a seeded random subset of ``n_samples`` (all if None).
+
+    A random subset, not the first N: test splits are often stored class by class.
+    """
+    from snnsec.data import load
+
+    kw = {k: v for k, v in (("T", T), ("slicing", slicing), ("binary", binary)) if v is not None}
+    ds, spec = load(data, split=split, root=root, **kw)
+    n = len(ds)
+    if n_samples is not None and int(n_samples) < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    if n_samples is not None:
+        idx = idx[: int(n_samples)]
+    idx = idx.sort().values.tolist()
+    xs, ys = zip(*(ds[i] for i in idx))
+    return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in xs]), torch.as_tensor(ys, dtype=torch.long), spec
+
+
+def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str = "test",
+                   n_samples: int | None = 200, config: EvalConfig, out=None, store=None,
+                   append_rows: bool = True, progress: bool = True) -> tuple[AdversarialEvaluation, dict]:
+    """Load ``checkpoint``, evaluate it on ``n_samples`` of ``data`` and (with ``out``) save everything.
+
+    Data framing (T, slicing, binarisation) follows the checkpoint's DataSpec. Rows go to
+    ``store`` unless ``append_rows`` is False (the bench runner stores its own). Returns the
+    evaluation and the metrics dict (as written to ``out/metrics.json``).
+    """
+    from snnsec import checkpoint as ckpt
+    from snnsec.attacks.adversarial.report import evaluation_rows, save_evaluation
+    from snnsec.data.spec import DataSpec
+
+    model, meta = ckpt.load(checkpoint)
+    ck_spec = DataSpec.from_dict(meta["spec"], source=f"{checkpoint}: field 'spec'")
+    name = data or ck_spec.name
+    x, y, spec = load_samples(name, split=split, root=root, n_samples=n_samples, seed=config.seed, T=ck_spec.T,
+                              slicing=ck_spec.slicing, binary=ck_spec.binary)
+    if tuple(x.shape[1:]) != tuple(getattr(model, "input_shape", x.shape[1:])):
+        raise ValueError(f"{checkpoint}: the model takes frames {tuple(model.input_shape)}, but {name} gives "
+                         f"{tuple(x.shape[1:])}")
+    ev = evaluate(model, x, y, config, progress=progress)
+    run_cfg = {"kind": "adversarial", "checkpoint": str(checkpoint), "data": name,
+               "root": None if root is None else str(root), "split": split, "n_samples": int(x.shape[0]),
+               "eval": config.to_dict()}
+    common = dict(dataset=spec.name, model=str(meta.get("arch")), T=ck_spec.T, seed=config.seed, config=run_cfg)
+    if out is not None:
+        metrics = save_evaluation(ev, Path(out), store=store, append_rows=append_rows, **common)
+    else:
+        if append_rows:
+            from snnsec import results
+
+            results.Store(store if store is not None else results.default_store_path()).append(evaluation_rows(ev, **common))
+        metrics = {**ev.to_dict(), **common}
+    return ev, metrics

@@ -1,0 +1,358 @@
+"""Backdoor triggers as small transform objects (tonic style: a dataclass with ``__call__``).
+
+A trigger applies to frames ``[T, P, H, W]`` or a batch ``[B, T, P, H, W]`` and returns new
+frames. The fixed-pattern triggers (static, moving, smart, flash, framed, strobe) also
+apply to raw events before framing (``trigger.events(...)``), inserting a real event stream.
+
+Everything random about a trigger (a random position, the smart trigger's walk) is a
+function of its ``seed`` and the sensor size only, so the poisoned training set and the
+triggered test set always get the same trigger; the reference code drew them separately.
+``trigger.to_spec()`` -> dict and :func:`trigger_from_spec` rebuild a trigger by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from snnsec.attacks.backdoor import functional as F
+
+TRIGGERS: dict[str, type["PatternTrigger"]] = {}
+
+
+def register_trigger(cls):
+    TRIGGERS[cls.name] = cls
+    return cls
+
+
+def _as_tensor(frames) -> torch.Tensor:
+    if isinstance(frames, np.ndarray):
+        return torch.from_numpy(frames)
+    if not isinstance(frames, torch.Tensor):
+        raise ValueError(f"trigger input: expected a tensor or array of frames, got {type(frames).__name__}")
+    return frames
+
+
+@dataclass(frozen=True)
+class PatternTrigger:
+    """Base of the triggers that are a fixed mask per frame plus a polarity."""
+
+    name: ClassVar[str] = ""
+    size: float = 0.1
+    polarity: str = "on"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "polarity", F.check_polarity(self.polarity))
+        F.square_side(self.size, 100)
+
+    # -- geometry -------------------------------------------------------------------
+    def side(self, W: int) -> int:
+        return F.square_side(self.size, W)
+
+    def mask(self, T: int, H: int, W: int) -> torch.Tensor:
+        """Where the trigger sits: bool ``[T, H, W]``."""
+        raise NotImplementedError
+
+    def effective_polarity(self) -> str:
+        return self.polarity
+
+    # -- application ----------------------------------------------------------------
+    def __call__(self, frames):
+        x = _as_tensor(frames)
+        T, _, H, W = x.shape[-4:]
+        return F.apply_pattern(x, self._cached_mask(T, H, W), self.effective_polarity())
+
+    def events(self, events: np.ndarray, sensor_size, T: int, slicing: str = "events") -> np.ndarray:
+        """Inject the trigger as synthetic events (see :func:`functional.inject_events`)."""
+        W, H, _ = (int(v) for v in sensor_size)
+        return F.inject_events(events, sensor_size, self._cached_mask(T, H, W), self.effective_polarity(), slicing)
+
+    def _cached_mask(self, T: int, H: int, W: int) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_masks", {})
+        key = (T, H, W)
+        if key not in cache:
+            cache[key] = self.mask(T, H, W)
+        return cache[key]
+
+    # -- spec -----------------------------------------------------------------------
+    def to_spec(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = [list(e) if isinstance(e, tuple) else e for e in v]
+        return {"name": self.name, **d}
+
+    def _rng(self, salt: int, H: int, W: int) -> np.random.Generator:
+        # Seeded by (seed, trigger kind, sensor) only: train and test draw the same numbers.
+        return np.random.default_rng([int(self.seed), salt, H, W])
+
+
+@register_trigger
+@dataclass(frozen=True)
+class StaticTrigger(PatternTrigger):
+    """A square at a fixed position in every frame."""
+
+    name: ClassVar[str] = "static"
+    position: str = "top-left"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.position not in F.POSITIONS:
+            raise ValueError(f"trigger position: expected one of {F.POSITIONS}, got {self.position!r}")
+
+    def corner(self, H: int, W: int) -> tuple[int, int]:
+        return F.corner_position(self.position, H, W, self.side(W), self._rng(1, H, W))
+
+    def mask(self, T, H, W):
+        return F.squares_mask([self.corner(H, W)] * T, H, W, self.side(W))
+
+
+DIRECTIONS = ("horizontal", "vertical", "diagonal")
+
+
+@register_trigger
+@dataclass(frozen=True)
+class MovingTrigger(StaticTrigger):
+    """A square that steps through ``steps`` positions along a path, one step per frame,
+    cycling; the last frame is left clean, as in the reference."""
+
+    name: ClassVar[str] = "moving"
+    direction: str = "horizontal"
+    steps: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"moving trigger direction: expected one of {DIRECTIONS}, got {self.direction!r}")
+        if int(self.steps) < 1:
+            raise ValueError(f"moving trigger steps: expected >= 1, got {self.steps!r}")
+
+    def path(self, T: int, H: int, W: int) -> list[tuple[int, int] | None]:
+        s = self.side(W)
+        x0, y0 = self.corner(H, W)
+        # The reference's offsets along the path are 0, s+2, 2s+2 (not evenly spaced); we
+        # keep them for 3 steps and continue with stride s+1 beyond, so squares never touch.
+        offsets = [0, s + 2, 2 * s + 2] + [2 * s + 2 + k * (s + 1) for k in range(1, max(0, self.steps - 3) + 1)]
+        offsets = offsets[: self.steps]
+        # Paths run away from the nearest border: leftwards from the right half, upwards from the bottom half.
+        sx = -1 if x0 > (W - s) / 2 else 1
+        sy = -1 if y0 > (H - s) / 2 else 1
+        dx = 1 if self.direction in ("horizontal", "diagonal") else 0
+        dy = 1 if self.direction in ("vertical", "diagonal") else 0
+        out: list[tuple[int, int] | None] = []
+        for t in range(T):
+            if t == T - 1 and T > 1:
+                out.append(None)
+                continue
+            o = offsets[t % len(offsets)]
+            x = min(max(x0 + sx * dx * o, 0), W - s)
+            y = min(max(y0 + sy * dy * o, 0), H - s)
+            out.append((x, y))
+        return out
+
+    def mask(self, T, H, W):
+        return F.squares_mask(self.path(T, H, W), H, W, self.side(W))
+
+
+@register_trigger
+@dataclass(frozen=True)
+class SmartTrigger(PatternTrigger):
+    """A square that random-walks (``step`` px per frame) inside the most or least active
+    of ``grid`` x ``grid`` regions, in the least (or most) frequent polarity pattern there.
+
+    Region and polarity come from :meth:`fit` on the clean *training* frames, once; the
+    fitted trigger stores them (``region``, ``pattern``) so the test set reuses them.
+    With ``polarity="auto"`` the fitted pattern is used; anything else overrides it.
+    """
+
+    name: ClassVar[str] = "smart"
+    polarity: str = "auto"
+    grid: int = 3
+    region_choice: str = "most"  # most | least active region
+    polarity_choice: str = "least"  # least | most frequent pattern in it
+    step: int = 2
+    region: int | None = None  # fitted: index r*grid + c
+    pattern: str | None = None  # fitted polarity
+
+    def __post_init__(self) -> None:
+        if self.polarity != "auto":
+            object.__setattr__(self, "polarity", F.check_polarity(self.polarity))
+        F.square_side(self.size, 100)
+        if self.region_choice not in ("most", "least") or self.polarity_choice not in ("most", "least"):
+            raise ValueError("smart trigger: region_choice and polarity_choice must be 'most' or 'least'")
+
+    @property
+    def fitted(self) -> bool:
+        return self.region is not None and self.pattern is not None
+
+    def fit(self, frames: torch.Tensor) -> "SmartTrigger":
+        """Measure activity on clean training frames ``[N, T, P, H, W]``; returns a fitted copy."""
+        x = _as_tensor(frames)
+        if x.dim() != 5:
+            raise ValueError(f"smart trigger fit: expected frames [N, T, P, H, W], got {tuple(x.shape)}")
+        stats = pattern_counts(x, self.grid)  # [grid*grid, 4]
+        activity = stats[:, 1:].sum(1)
+        region = int(activity.argmax() if self.region_choice == "most" else activity.argmin())
+        counts = stats[region]
+        code = int(counts.argmin() if self.polarity_choice == "least" else counts.argmax())
+        return replace(self, region=region, pattern=_CODES[code])
+
+    def effective_polarity(self) -> str:
+        if self.polarity != "auto":
+            return self.polarity
+        if self.pattern is None:
+            raise ValueError("smart trigger: call fit(train_frames) first (region and polarity are measured on clean training data)")
+        return self.pattern
+
+    def region_box(self, H: int, W: int) -> tuple[int, int, int, int]:
+        if self.region is None:
+            raise ValueError("smart trigger: call fit(train_frames) first (region and polarity are measured on clean training data)")
+        r, c = divmod(int(self.region), self.grid)
+        ys = np.linspace(0, H, self.grid + 1).astype(int)
+        xs = np.linspace(0, W, self.grid + 1).astype(int)
+        return int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1])
+
+    def path(self, T: int, H: int, W: int) -> list[tuple[int, int]]:
+        s = self.side(W)
+        x0, y0, x1, y1 = self.region_box(H, W)
+        xmax, ymax = max(x0, x1 - s), max(y0, y1 - s)
+        rng = self._rng(3, H, W)
+        x, y = int(rng.integers(x0, xmax + 1)), int(rng.integers(y0, ymax + 1))
+        out = []
+        for _ in range(T):
+            out.append((x, y))
+            x = int(np.clip(x + rng.integers(-self.step, self.step + 1), x0, xmax))
+            y = int(np.clip(y + rng.integers(-self.step, self.step + 1), y0, ymax))
+        return out
+
+    def mask(self, T, H, W):
+        return F.squares_mask(self.path(T, H, W), H, W, self.side(W))
+
+
+# Index = (ch0 > 0) + 2 * (ch1 > 0) would order as erase, off, on, both; keep the reference
+# polarity numbering instead: 0 erase, 1 on (ch1 only), 2 off (ch0 only), 3 both.
+_CODES = ("erase", "on", "off", "both")
+
+
+def pattern_counts(frames: torch.Tensor, grid: int = 3) -> torch.Tensor:
+    """Per region of a ``grid`` x ``grid`` split, how many (sample, frame, pixel) cells show
+    each polarity pattern: ``[grid*grid, 4]`` in the order erase, on, off, both.
+
+    Every entry counts pixels (the reference mixed per-element and per-pixel counts).
+    """
+    N, T, P, H, W = frames.shape
+    active = frames > 0
+    if P == 1:
+        on = active[:, :, 0]
+        off = torch.zeros_like(on)
+    else:
+        off, on = active[:, :, 0], active[:, :, 1]
+    code = on.long() * 1 + off.long() * 2  # 0 erase, 1 on, 2 off, 3 both
+    code = torch.where(on & off, torch.full_like(code, 3), code)
+    ys = np.linspace(0, H, grid + 1).astype(int)
+    xs = np.linspace(0, W, grid + 1).astype(int)
+    out = torch.zeros(grid * grid, 4, dtype=torch.long)
+    for r in range(grid):
+        for c in range(grid):
+            block = code[..., ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+            out[r * grid + c] = torch.bincount(block.reshape(-1), minlength=4)
+    return out
+
+
+def _window(T: int, start: int, length: int | None) -> range:
+    start = int(start) % T if start < 0 else int(start)
+    end = T if length is None else min(T, start + int(length))
+    return range(start, end)
+
+
+@register_trigger
+@dataclass(frozen=True)
+class FlashTrigger(PatternTrigger):
+    """Flashy Backdoor's flash: the whole frame set to the polarity pattern on a window of
+    ``length`` frames from ``start`` (a flashlight or laser burst)."""
+
+    name: ClassVar[str] = "flash"
+    polarity: str = "both"
+    start: int = 0
+    length: int = 3
+
+    def mask(self, T, H, W):
+        m = torch.zeros(T, H, W, dtype=torch.bool)
+        for t in _window(T, self.start, self.length):
+            m[t] = True
+        return m
+
+
+@register_trigger
+@dataclass(frozen=True)
+class FramedTrigger(StaticTrigger):
+    """Flashy Backdoor's framed trigger: the static square only on ``length`` frames from ``start``."""
+
+    name: ClassVar[str] = "framed"
+    start: int = 0
+    length: int = 3
+
+    def mask(self, T, H, W):
+        xy = self.corner(H, W)
+        on = set(_window(T, self.start, self.length))
+        return F.squares_mask([xy if t in on else None for t in range(T)], H, W, self.side(W))
+
+
+@register_trigger
+@dataclass(frozen=True)
+class StrobeTrigger(StaticTrigger):
+    """Flashy Backdoor's strobe: the static square switched on for ``on`` frames and off for
+    ``gap`` frames, repeating from ``start``."""
+
+    name: ClassVar[str] = "strobe"
+    start: int = 0
+    on: int = 1
+    gap: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if int(self.on) < 1 or int(self.gap) < 0:
+            raise ValueError(f"strobe trigger: expected on >= 1 and gap >= 0, got on={self.on}, gap={self.gap}")
+
+    def mask(self, T, H, W):
+        xy = self.corner(H, W)
+        period = int(self.on) + int(self.gap)
+        path = [xy if t >= self.start and (t - self.start) % period < self.on else None for t in range(T)]
+        return F.squares_mask(path, H, W, self.side(W))
+
+
+def trigger_names() -> list[str]:
+    # "dynamic" is built from a trained generator (snnsec.attacks.backdoor.dynamic), not by name.
+    return sorted([*TRIGGERS, "dynamic"])
+
+
+def make_trigger(name: str, **params):
+    """Build a fixed-pattern trigger by name; unknown parameters are an error naming them."""
+    if name not in TRIGGERS:
+        raise ValueError(f"trigger: unknown name {name!r}; expected one of {trigger_names()}")
+    cls = TRIGGERS[name]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"trigger {name!r}: unknown parameter(s) {unknown}; expected some of {sorted(known)}")
+    return cls(**params)
+
+
+def trigger_from_spec(spec: dict[str, Any], *, base_dir=None):
+    """Rebuild a trigger from ``to_spec()`` output (e.g. ``model.json['attack']['trigger']``).
+
+    A dynamic trigger's generator weights are read from ``spec['weights']``, relative to
+    ``base_dir`` when given.
+    """
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"trigger spec: expected a dict with a 'name' field, got {spec!r}")
+    params = {k: v for k, v in spec.items() if k != "name"}
+    if spec["name"] == "dynamic":
+        from snnsec.attacks.backdoor.dynamic import DynamicTrigger
+
+        return DynamicTrigger.from_spec(spec, base_dir=base_dir)
+    return make_trigger(spec["name"], **params)

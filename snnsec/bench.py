@@ -1,0 +1,206 @@
+"""Spec files -> grids of cells -> result rows, resumable.
+
+A spec (TOML) declares one ``kind`` of cell and a grid::
+
+    kind = "backdoor"
+    seeds = [0]                 # optional, default [0]
+    plugins = ["my.module"]     # optional: modules that register more kinds
+    [base]                      # keys shared by every cell
+    dataset = "nmnist"
+    model = "csnn"
+    [[sweep]]                   # each sweep: lists are crossed, scalars fixed
+    trigger = ["static", "moving"]
+    rate = [0.01, 0.05, 0.1]
+
+A cell is ``{"kind": ..., **base, **one combination of a sweep, "seed": s}``; its key is
+``snnsec.results.config_hash(cell)``. Cells already in the store are skipped, and each
+finished cell is appended to the store in its own transaction before the next starts, so a
+sweep killed at any point resumes with nothing lost and nothing duplicated.
+
+Kinds are a registry: ``register_kind("backdoor", fn)`` where
+``fn(cell: dict, *, progress: bool) -> dict`` returns ``{"metrics": {name: float}, ...}``
+and optionally ``attack``, ``attack_params``, ``defense``, ``defense_params``, ``extra``.
+Kinds register themselves from any module named ``bench_cells`` inside the snnsec package
+(imported on first use), or from the modules a spec lists under ``plugins``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import pkgutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+CellFn = Callable[..., dict]
+_KINDS: dict[str, CellFn] = {}
+_DISCOVERED = False
+REQUIRED = ("dataset", "model")
+
+
+def register_kind(name: str, fn: CellFn) -> CellFn:
+    """Register the runner of one kind of cell (re-registering a name replaces it)."""
+    _KINDS[str(name)] = fn
+    return fn
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    import snnsec
+
+    for info in pkgutil.walk_packages(snnsec.__path__, "snnsec.", onerror=lambda name: None):
+        if info.name.rsplit(".", 1)[-1] == "bench_cells":
+            importlib.import_module(info.name)
+
+
+def kinds() -> list[str]:
+    _discover()
+    return sorted(_KINDS)
+
+
+def get_kind(name: str) -> CellFn:
+    _discover()
+    if name not in _KINDS:
+        raise ValueError(f"bench: unknown cell kind {name!r}; registered kinds: {sorted(_KINDS)}")
+    return _KINDS[name]
+
+
+@dataclass
+class Spec:
+    kind: str
+    cells: list[dict[str, Any]]
+    source: str = "spec"
+    name: str = ""
+    plugins: list[str] = field(default_factory=list)
+
+
+def _as_list(v) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def parse_spec(d: dict[str, Any], *, source: str = "spec") -> Spec:
+    """Expand a spec dict (as read from TOML) into its cells, in a stable order."""
+    if not isinstance(d.get("kind"), str):
+        raise ValueError(f"{source}: field 'kind' must name the cell kind (e.g. kind = \"backdoor\")")
+    allowed = {"kind", "name", "seeds", "base", "sweep", "plugins", "description"}
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise ValueError(f"{source}: unknown top-level field(s) {extra}; expected some of {sorted(allowed)}")
+    base = d.get("base", {})
+    if not isinstance(base, dict):
+        raise ValueError(f"{source}: [base] must be a table of key = value")
+    sweeps = d.get("sweep", [{}])
+    if isinstance(sweeps, dict):
+        sweeps = [sweeps]
+    if not isinstance(sweeps, list) or not all(isinstance(s, dict) for s in sweeps):
+        raise ValueError(f"{source}: [[sweep]] must be a list of tables")
+    seeds = _as_list(d.get("seeds", [0]))
+    if not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"{source}: field 'seeds' must be a list of integers, got {d.get('seeds')!r}")
+    plugins = _as_list(d.get("plugins", []))
+    cells, seen = [], set()
+    for i, sweep in enumerate(sweeps):
+        keys = list(sweep)
+        for combo in itertools.product(*[_as_list(sweep[k]) for k in keys]):
+            for seed in seeds:
+                cell = {"kind": d["kind"], **base, **dict(zip(keys, combo)), "seed": int(seed)}
+                missing = [k for k in REQUIRED if k not in cell]
+                if missing:
+                    raise ValueError(f"{source}: sweep {i + 1} gives cells without {missing} (put them in [base] or the sweep)")
+                key = _canonical(cell)
+                if key not in seen:  # overlapping sweeps name a cell once
+                    seen.add(key)
+                    cells.append(cell)
+    return Spec(kind=d["kind"], cells=cells, source=source, name=str(d.get("name", "")), plugins=[str(p) for p in plugins])
+
+
+def _canonical(cell: dict) -> str:
+    import json
+
+    return json.dumps(cell, sort_keys=True, default=str)
+
+
+def load_spec(path) -> Spec:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"bench spec not found: {path}")
+    try:
+        d = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    return parse_spec(d, source=str(path))
+
+
+def cell_hash(cell: dict) -> str:
+    from snnsec.results import config_hash
+
+    return config_hash(cell)
+
+
+@dataclass
+class BenchSummary:
+    total: int
+    skipped: int
+    ran: int
+    seconds_per_cell: list[float]
+
+
+def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_run: bool = False,
+             log: Callable[[str], None] = print) -> BenchSummary:
+    """Run every cell of ``spec`` not yet in ``store`` (default: the results store)."""
+    from snnsec import results
+
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    for module in spec.plugins:
+        importlib.import_module(module)
+    fn = get_kind(spec.kind)
+    store = results.Store(store if store is not None else results.default_store_path())
+    skipped = ran = 0
+    times: list[float] = []
+    for i, cell in enumerate(spec.cells, 1):
+        h = cell_hash(cell)
+        label = " ".join(f"{k}={v}" for k, v in cell.items() if k not in ("kind", "root"))
+        if store.has_config(h):
+            skipped += 1
+            log(f"[{i}/{len(spec.cells)}] done   {h[:10]} {label}")
+            continue
+        if dry_run:
+            log(f"[{i}/{len(spec.cells)}] to do  {h[:10]} {label}")
+            continue
+        log(f"[{i}/{len(spec.cells)}] run    {h[:10]} {label}")
+        t0 = time.perf_counter()
+        out = fn(dict(cell), progress=progress)
+        rows = rows_for_cell(cell, out)
+        store.append(rows)
+        ran += 1
+        times.append(time.perf_counter() - t0)
+        log(f"[{i}/{len(spec.cells)}] stored {h[:10]} in {times[-1]:.1f} s: " + ", ".join(f"{k}={v:.4g}" for k, v in out["metrics"].items()))
+    return BenchSummary(total=len(spec.cells), skipped=skipped, ran=ran, seconds_per_cell=times)
+
+
+def rows_for_cell(cell: dict, out: dict) -> list[dict]:
+    from snnsec import results
+
+    if not isinstance(out, dict) or not isinstance(out.get("metrics"), dict):
+        raise ValueError(f"bench kind {cell['kind']!r} must return a dict with a 'metrics' dict, got {type(out).__name__}")
+    return results.make_rows(
+        run_id=results.new_run_id(),
+        dataset=str(cell["dataset"]),
+        model=str(cell["model"]),
+        T=cell.get("T"),
+        seed=int(cell["seed"]),
+        metrics={k: float(v) for k, v in out["metrics"].items()},
+        attack=out.get("attack"),
+        attack_params=out.get("attack_params"),
+        defense=out.get("defense"),
+        defense_params=out.get("defense_params"),
+        config=cell,
+        extra=out.get("extra"),
+    )

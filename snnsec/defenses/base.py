@@ -1,0 +1,205 @@
+"""One defense protocol in four kinds, a registry by name, and tidy result rows.
+
+Every defense is a small dataclass holding its hyper-parameters, called torchattacks-style:
+
+- model inspection  ``det(model, x_clean) -> Detection``      (is there a backdoor, toward which class?)
+- input inspection  ``det.fit(model, x_clean)``; ``det(x) -> InputScores``  (is this input triggered?)
+- dataset inspection ``det(model, x_train, y_train) -> DatasetScores``       (which samples are poisoned?)
+- repair            ``rep(model, x, y, ...) -> Repair``                      (a cleaner copy of the model)
+
+Inputs are frames ``[N, T, P, H, W]`` in [0, 1]. The model is a ``SpikingClassifier`` (or any
+module with the same ``forward`` and ``taps``); defenses never change the caller's model:
+inspection restores every module's mode, repair works on a deep copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+KINDS = ("model", "input", "dataset", "repair")
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator: make a defense available by its ``name`` (and validate its ``kind``)."""
+    if getattr(cls, "kind", None) not in KINDS:
+        raise ValueError(f"defense {cls.__name__}: kind must be one of {KINDS}, got {getattr(cls, 'kind', None)!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def names(kind: str | None = None) -> list[str]:
+    _load_all()
+    return sorted(n for n, c in _REGISTRY.items() if kind is None or c.kind == kind)
+
+
+def get(name: str) -> type:
+    _load_all()
+    if name not in _REGISTRY:
+        raise ValueError(f"defense: unknown name {name!r}; expected one of {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def make(name: str, **params):
+    cls = get(name)
+    known = {f.name for f in fields(cls)}
+    bad = sorted(set(params) - known)
+    if bad:
+        raise ValueError(f"defense {name!r}: unknown parameter(s) {bad}; expected some of {sorted(known)}")
+    return cls(**params)
+
+
+def _load_all() -> None:
+    # Importing the modules runs their @register decorators.
+    from snnsec.defenses import (abl, activation_clustering, fine_pruning, membrane_margin,  # noqa: F401
+                                 nc_unlearning, neural_cleanse, spectral, strip)
+
+
+class Defense:
+    name: str = ""
+    kind: str = ""
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Detection:
+    """Model inspection verdict. ``scores`` is the per-class statistic the method thresholds
+    (NC: anomaly index, margin: the max-margin per class); ``evidence`` is JSON-able."""
+
+    method: str
+    backdoored: bool
+    target: int | None
+    statistic: float  # the number the verdict thresholds (anomaly index, p-value)
+    scores: list[float]
+    candidate: int | None = None  # the most suspicious class, flagged or not
+    evidence: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)  # tensors for figures, not serialised
+
+    def metrics(self, true_target: int | None = None) -> dict[str, float]:
+        m = {"flagged": float(self.backdoored), "statistic": float(self.statistic)}
+        if true_target is not None:
+            m["target_correct"] = float(self.backdoored and self.target == int(true_target))
+        return m
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backdoored": bool(self.backdoored), "target": None if self.target is None else int(self.target),
+                "candidate": None if self.candidate is None else int(self.candidate), "statistic": float(self.statistic), "scores": [float(s) for s in self.scores], **self.evidence}
+
+
+@dataclass
+class InputScores:
+    """Input or dataset inspection: one score per sample (higher = more suspicious) and the
+    thresholded decision."""
+
+    scores: np.ndarray
+    flagged: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metrics(self, is_poisoned) -> dict[str, float]:
+        from snnsec import metrics
+
+        y = np.asarray(is_poisoned).astype(bool)
+        tpr, fpr = metrics.tpr_fpr(self.flagged, y)
+        return {"tpr": tpr, "fpr": fpr, "auroc": metrics.auroc(self.scores, y)}
+
+
+DatasetScores = InputScores
+
+
+@dataclass
+class Repair:
+    model: torch.nn.Module
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_rows(defense: Defense, metrics: dict[str, float], *, dataset: str, model: str, T: int | None, seed: int,
+            config: dict, attack: str | None = None, attack_params: dict | None = None, run_id: str | None = None) -> list[dict]:
+    """Tidy result rows (one per metric) for the results store."""
+    from snnsec import results
+
+    return results.make_rows(run_id=run_id or results.new_run_id(), dataset=dataset, model=model, T=T, seed=seed,
+                             metrics={k: float(v) for k, v in metrics.items()}, attack=attack, attack_params=attack_params,
+                             defense=defense.name, defense_params=defense.params(), config=config)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+@contextlib.contextmanager
+def inspection_mode(model: torch.nn.Module):
+    """eval() with frozen weights for the duration, restoring modes and requires_grad."""
+    modes = {m: m.training for m in model.modules()}
+    grads = {p: p.requires_grad for p in model.parameters()}
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, t in modes.items():
+            m.train(t)
+        for p, g in grads.items():
+            p.requires_grad_(g)
+
+
+def batched(n: int, batch_size: int):
+    for i in range(0, n, batch_size):
+        yield slice(i, min(n, i + batch_size))
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    with inspection_mode(model):
+        return torch.cat([model(x[s]) for s in batched(len(x), batch_size)]) if len(x) else torch.empty(0)
+
+
+@torch.no_grad()
+def taps(model, x: torch.Tensor, names_: tuple[str, ...], batch_size: int = 64) -> dict[str, torch.Tensor]:
+    out: dict[str, list] = {n: [] for n in names_}
+    with inspection_mode(model):
+        for s in batched(len(x), batch_size):
+            t = model.taps(x[s])
+            for n in names_:
+                if n not in t:
+                    raise ValueError(f"model.taps: no tap {n!r}; the model offers {sorted(t)}")
+                out[n].append(t[n].detach().float())
+    return {n: torch.cat(v) for n, v in out.items()}
+
+
+def clone_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy; spiking state left by the last forward (non-leaf tensors) is reset first."""
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(model)
+    clone = copy.deepcopy(model)
+    # SpikingClassifier caches closures over its neurons for resetting; deepcopy keeps them
+    # pointing at the ORIGINAL neurons, so the copy would never be reset. Drop the caches.
+    for m in clone.modules():
+        for attr in ("_resetter_cache", "_gated"):
+            if getattr(m, attr, None) is not None:
+                setattr(m, attr, None)
+    return clone
+
+
+def rng(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g
+
+
+def check_frames(x: torch.Tensor, what: str = "x") -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.dim() != 5:
+        raise ValueError(f"{what}: expected frames [N, T, P, H, W], got shape {tuple(x.shape)}")
+    return x.float()

@@ -1,0 +1,135 @@
+"""Registers the ``defense`` bench kind: one defense against one backdoored model.
+
+A cell is a backdoor cell (``dataset``, ``root``, ``model``, ``T``, ``trigger``, ``target``,
+``rate``, ``epochs``, ``seed``, see :class:`snnsec.attacks.backdoor.run.BackdoorConfig`) plus
+``defense`` (a name from :func:`snnsec.defenses.names`) and optional ``defense_params``
+(a table). The backdoored model is trained once per backdoor config and cached on disk
+(``$SNNSEC_CKPT_CACHE``, default ``reports/checkpoints``), so every defense of a spec
+inspects the same model.
+
+Metrics by defense kind:
+- model inspection: ``flagged``, ``target_correct``, ``statistic``, ``seconds``;
+- input inspection (STRIP): ``tpr``, ``fpr``, ``auroc`` on the clean test split plus its
+  triggered non-target samples (threshold from a held-out clean half);
+- dataset inspection (AC, SS): ``tpr``, ``fpr``, ``auroc`` against the poisoned indices;
+- repair: ``ca_before``, ``asr_before``, ``ca``, ``asr``, ``ra``, ``der``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from snnsec.bench import register_kind
+
+# Keys of a defense cell that are not part of the backdoor experiment (the rest all are,
+# trigger parameters included, as in a ``backdoor`` cell).
+_DEFENSE_KEYS = ("kind", "defense", "defense_params", "clean_samples")
+_MEMO: dict[str, tuple] = {}
+
+
+def backdoored_model(cell: dict, *, progress: bool = True):
+    """``(model, trigger, meta dir)`` for the cell's backdoor config, trained once and cached."""
+    from snnsec import checkpoint
+    from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor
+    from snnsec.attacks.backdoor.triggers import trigger_from_spec
+    from snnsec.results import config_hash
+
+    bcell = {k: v for k, v in cell.items() if k not in _DEFENSE_KEYS}
+    key = config_hash({"kind": "backdoor-model", **bcell})[:16]
+    if key in _MEMO:
+        return _MEMO[key]
+    cache = Path(os.environ.get("SNNSEC_CKPT_CACHE", "reports/checkpoints")) / f"backdoor-{key}"
+    if not (cache / "model.json").is_file():
+        cfg = BackdoorConfig.from_cell(bcell)
+        res = run_backdoor(cfg, progress=progress)
+        cache.mkdir(parents=True, exist_ok=True)
+        if hasattr(res.trigger, "save"):
+            res.trigger.save(cache / "trigger.safetensors")
+        checkpoint.save(cache, res.model, arch=cfg.model, arch_kwargs=cfg.model_kwargs, spec=res.spec, recipe={"backdoor": bcell},
+                        attack=res.attack_spec(), metrics=res.metrics, seed=cfg.seed)
+    model, meta = checkpoint.load(cache)
+    trigger = trigger_from_spec(meta["attack"]["trigger"], base_dir=cache)
+    _MEMO[key] = (model, trigger, meta)
+    return _MEMO[key]
+
+
+def _frames(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    x = ds.frames_tensor() if hasattr(ds, "frames_tensor") else torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))])
+    return x.float(), torch.as_tensor(np.asarray(ds.targets)).long()
+
+
+def defense_cell(cell: dict, *, progress: bool = True) -> dict:
+    from snnsec import defenses, metrics
+    from snnsec.attacks.backdoor.poison import PoisonedDataset
+    from snnsec.data import load
+    from snnsec.defenses.base import predict
+
+    name = cell.get("defense")
+    if not name:
+        raise ValueError(f"defense cell: missing field 'defense' (one of {defenses.names()})")
+    params = dict(cell.get("defense_params") or {})
+    from dataclasses import fields
+
+    if "seed" in {f.name for f in fields(defenses.get(name))}:
+        params.setdefault("seed", int(cell.get("seed", 0)))
+    det = defenses.make(name, **params)
+    model, trigger, meta = backdoored_model(cell, progress=progress)
+    attack = meta["attack"]
+    target = int(attack["target"])
+    kw = {"T": int(cell.get("T", 16))}
+    test_ds, _ = load(cell["dataset"], split="test", root=cell.get("root"), **kw)
+    x_test, y_test = _frames(test_ds)
+    nontarget = y_test != target
+    x_trig = trigger(x_test)
+    t0 = time.perf_counter()
+    if det.kind == "model":
+        n = int(cell.get("clean_samples", 100))
+        d = det(model, x_test[:n]) if name != "margin" else det(model)
+        m = d.metrics(target)
+    elif det.kind == "input":
+        half = torch.arange(len(x_test)) % 2 == 0
+        det.fit(model, x_test[half], x_test[~half])
+        test = ~half & nontarget
+        r = det(torch.cat([x_test[~half], x_trig[test]]))
+        m = r.metrics(np.r_[np.zeros(int((~half).sum())), np.ones(int(test.sum()))])
+    else:
+        train_ds, _ = load(cell["dataset"], split="train", root=cell.get("root"), **kw)
+        x_train, y_train = _frames(train_ds)
+        # The dynamic attack poisons on the fly; its dataset view uses the same rate and seed.
+        pds = PoisonedDataset(train_ds, trigger, rate=float(cell.get("rate", 0.1)), target=target, seed=int(cell.get("seed", 0)))
+        xp, yp = pds.batch_transform(x_train, y_train, torch.arange(len(x_train)))
+        if det.kind == "dataset":
+            m = det(model, xp, yp).metrics(pds.is_poisoned.numpy())
+        else:
+            ca0 = metrics.clean_accuracy(predict(model, x_test), y_test)
+            asr0 = metrics.attack_success_rate(predict(model, x_trig), y_test, target)
+            if name == "abl":
+                from snnsec import models
+
+                T, P, H, W = model.input_shape
+                fresh = models.build(meta["arch"], in_channels=P, num_classes=model.num_classes, sensor_hw=(H, W), T=T,
+                                     **meta.get("arch_kwargs", {}))
+                repaired = det(fresh, xp, yp).model
+            else:
+                # The defender's clean data: 5% of the training set that was not poisoned (BackdoorBench's ratio).
+                clean = torch.nonzero(~pds.is_poisoned).flatten()
+                g = torch.Generator().manual_seed(int(cell.get("seed", 0)))
+                sub = clean[torch.randperm(len(clean), generator=g)[: max(10, len(x_train) // 20)]]
+                repaired = det(model, x_train[sub], y_train[sub]).model
+            pred_c, pred_t = predict(repaired, x_test), predict(repaired, x_trig)
+            ca, asr = metrics.clean_accuracy(pred_c, y_test), metrics.attack_success_rate(pred_t, y_test, target)
+            m = {"ca_before": ca0, "asr_before": asr0, "ca": ca, "asr": asr,
+                 "ra": metrics.backdoor_robust_accuracy(pred_t, y_test, target),
+                 "der": metrics.defense_effectiveness_rating(asr0, asr, ca0, ca)}
+    m["seconds"] = time.perf_counter() - t0
+    return {"metrics": m, "attack": f"backdoor:{cell.get('trigger', 'static')}",
+            "attack_params": {k: cell[k] for k in ("trigger", "target", "rate") if k in cell},
+            "defense": name, "defense_params": det.params()}
+
+
+register_kind("defense", defense_cell)

@@ -1,0 +1,124 @@
+"""Siamese temporal contrastive learning (STCL): TCL over two augmented views.
+
+Each sample ``x_i`` is augmented twice (:class:`EventAugment`, on frames, one vectorised call
+per batch) into views ``v = 1, 2``; the shared network gives ``h_{v,i,t}`` and the projection
+head ``z_{v,i,t}``. The ``2*B*T`` triples ``(v, i, t)`` are the anchors; positives of an anchor
+are every other triple with the same label, across views, time steps and samples; the rest
+are negatives::
+
+    loss = 1/2 * [CE(mean_t o_{1,i,t}, y_i) + CE(mean_t o_{2,i,t}, y_i)] + lambda * L_STCL
+
+with ``L_STCL`` the supervised contrastive loss of :func:`snnsec.hardening.tcl.supcon_loss`
+over those anchors. Whether the paper adds a predictor / stop-gradient branch is not known
+here; none is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from snnsec.hardening.tcl import DEFAULT_LAMBDA, DEFAULT_PROJ_DIM, DEFAULT_TAU, TCLLoss, logits_and_features_seq
+
+
+@dataclass
+class EventAugment:
+    """Event-camera augmentations applied to frames ``[B, T, P, H, W]``, each sample its own draw.
+
+    - ``max_shift``: spatial jitter, a whole-sample translation by up to this many pixels in x
+      and y (zero fill); 2 px of a 34 px N-MNIST frame keeps the digit inside the sensor.
+    - ``drop``: probability that each (step, polarity, pixel) entry is dropped, as tonic's
+      DropEvent drops events.
+    - ``time_jitter``: probability that an entry moves to the previous or next time step
+      (half each; entries at the ends stay), the frame analogue of tonic's TimeJitter.
+    - ``flip_polarity``: probability of swapping the ON/OFF channels of a sample (tonic's
+      RandomFlipPolarity default p=0.5); a no-op with one polarity channel. Set it to 0 where
+      polarity carries the class (e.g. motion direction in gestures).
+
+    Binary frames stay binary: entries that time jitter stacks on one bin are clamped to 1.
+    """
+
+    max_shift: int = 2
+    drop: float = 0.1
+    time_jitter: float = 0.1
+    flip_polarity: float = 0.5
+
+    def __post_init__(self) -> None:
+        if int(self.max_shift) < 0:
+            raise ValueError(f"EventAugment.max_shift: expected pixels >= 0, got {self.max_shift!r}")
+        for name in ("drop", "time_jitter", "flip_polarity"):
+            v = getattr(self, name)
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"EventAugment.{name}: expected a probability in [0, 1], got {v!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"EventAugment: expected frames [B, T, P, H, W], got shape {tuple(x.shape)}")
+        binary = bool(x.max() <= 1)
+        out = x
+        if self.max_shift:
+            out = shift(out, int(self.max_shift), generator)
+        if self.drop:
+            out = out * (torch.rand(out.shape, generator=generator, device=out.device) >= self.drop)
+        if self.time_jitter:
+            out = jitter_time(out, float(self.time_jitter), generator)
+            if binary:
+                out = out.clamp(max=1.0)
+        if self.flip_polarity and out.shape[2] == 2:
+            flip = torch.rand(out.shape[0], generator=generator, device=out.device) < self.flip_polarity
+            out = torch.where(flip[:, None, None, None, None], out.flip(2), out)
+        return out
+
+
+def shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each sample by its own random ``(dy, dx)`` in ``[-max_shift, max_shift]``."""
+    B, T, P, H, W = x.shape
+    s = int(max_shift)
+    d = torch.randint(-s, s + 1, (2, B), generator=generator, device=x.device)
+    padded = F.pad(x, (s, s, s, s))
+    rows = (s - d[0])[:, None] + torch.arange(H, device=x.device)  # [B, H]
+    cols = (s - d[1])[:, None] + torch.arange(W, device=x.device)  # [B, W]
+    b = torch.arange(B, device=x.device)[:, None, None]
+    # advanced indices split by slices go first: the result is [B, H, W, T, P]
+    return padded[b, :, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 4, 1, 2)
+
+
+def jitter_time(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Move each entry one step earlier or later with probability ``p/2`` each (ends stay)."""
+    u = torch.rand(x.shape, generator=generator, device=x.device)
+    later = u < p / 2
+    earlier = (u >= p / 2) & (u < p)
+    later[:, -1] = False
+    earlier[:, 0] = False
+    stay = ~(later | earlier)
+    out = x * stay
+    out[:, 1:] += (x * later)[:, :-1]
+    out[:, :-1] += (x * earlier)[:, 1:]
+    return out
+
+
+class STCLLoss(TCLLoss):
+    """``loss(model, x, y)``: the STCL objective above; ``augment`` makes the two views."""
+
+    def __init__(self, feature_dim: int, *, tau: float = DEFAULT_TAU, lam: float = DEFAULT_LAMBDA,
+                 proj_dim: int = DEFAULT_PROJ_DIM, augment: EventAugment | None = None):
+        super().__init__(feature_dim, tau=tau, lam=lam, proj_dim=proj_dim)
+        self.augment = augment or EventAugment()
+
+    def views(self, x: torch.Tensor) -> torch.Tensor:
+        """The two views stacked on the batch axis: ``[2B, T, P, H, W]``."""
+        return torch.cat([self.augment(x), self.augment(x)])
+
+    def forward(self, model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits of the first view)``."""
+        B = x.shape[0]
+        logits, seq = logits_and_features_seq(model, self.views(x))
+        ce = F.cross_entropy(logits, torch.cat([y, y]))  # the mean of the two views' CE
+        con = self.contrastive(seq.reshape(2, B, *seq.shape[1:]), y)
+        self.last = {"ce": float(ce.detach()), "contrastive": float(con.detach())}
+        return ce + self.lam * con, logits[:B]

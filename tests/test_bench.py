@@ -1,0 +1,168 @@
+"""Spec expansion, the kind registry, and resuming a killed sweep without duplicates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from snnsec import bench, results
+
+SPEC = """
+kind = "{kind}"
+seeds = [0, 1]
+plugins = [{plugins}]
+[base]
+dataset = "toy"
+model = "tiny"
+T = 4
+[[sweep]]
+trigger = ["static", "moving"]
+rate = [0.01, 0.1]
+[[sweep]]
+trigger = "smart"
+rate = [0.1]
+"""
+
+
+def write_spec(tmp_path: Path, kind: str, plugins: str = "") -> Path:
+    p = tmp_path / "spec.toml"
+    p.write_text(SPEC.format(kind=kind, plugins=plugins))
+    return p
+
+
+def test_spec_expands_sweeps_times_seeds(tmp_path):
+    spec = bench.load_spec(write_spec(tmp_path, "toy"))
+    assert len(spec.cells) == (2 * 2 + 1) * 2
+    assert spec.cells[0] == {"kind": "toy", "dataset": "toy", "model": "tiny", "T": 4, "trigger": "static", "rate": 0.01, "seed": 0}
+    assert len({bench.cell_hash(c) for c in spec.cells}) == len(spec.cells)
+
+
+def test_spec_errors_name_file_and_field(tmp_path):
+    with pytest.raises(ValueError, match="kind"):
+        bench.parse_spec({"base": {}}, source="x.toml")
+    with pytest.raises(ValueError, match=r"x.toml.*unknown top-level field\(s\) \['grid'\]"):
+        bench.parse_spec({"kind": "a", "grid": {}}, source="x.toml")
+    with pytest.raises(ValueError, match=r"without \['model'\]"):
+        bench.parse_spec({"kind": "a", "base": {"dataset": "d"}}, source="x.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("kind = ")
+    with pytest.raises(ValueError, match="bad.toml: not valid TOML"):
+        bench.load_spec(bad)
+    with pytest.raises(FileNotFoundError):
+        bench.load_spec(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="unknown cell kind 'nope'"):
+        bench.get_kind("nope")
+
+
+def test_backdoor_kind_is_discovered():
+    assert "backdoor" in bench.kinds()
+
+
+def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
+    calls = []
+
+    def toy(cell, *, progress=True):
+        calls.append(bench.cell_hash(cell))
+        if len(calls) == 4 and not getattr(toy, "interrupted", False):
+            toy.interrupted = True
+            raise KeyboardInterrupt  # a Ctrl-C in the middle of the 4th cell
+        return {"metrics": {"clean_accuracy": 0.5, "attack_success_rate": cell["rate"]}}
+
+    bench.register_kind("toy-interrupt", toy)
+    store = tmp_path / "r.sqlite"
+    spec = write_spec(tmp_path, "toy-interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_spec(spec, store=store, log=lambda m: None)
+    assert len(results.load(store)) == 3 * 2
+    s = bench.run_spec(spec, store=store, log=lambda m: None)
+    assert (s.total, s.skipped, s.ran) == (10, 3, 7)
+    s = bench.run_spec(spec, store=store, log=lambda m: None)
+    assert (s.skipped, s.ran) == (10, 0)
+    df = results.load(store)
+    assert len(df) == 10 * 2
+    # Only the interrupted cell ran twice; every finished cell ran once.
+    assert len(calls) == 11 and len(set(calls)) == 10
+
+
+PLUGIN = """
+import time
+from snnsec.bench import register_kind
+
+def slow(cell, *, progress=True):
+    time.sleep(0.4)
+    return {"metrics": {"clean_accuracy": 0.9, "attack_success_rate": float(cell["rate"])}}
+
+register_kind("toy-slow", slow)
+"""
+
+
+def test_sigkilled_sweep_resumes_without_duplicates(tmp_path):
+    (tmp_path / "toy_slow_kind.py").write_text(textwrap.dedent(PLUGIN))
+    spec = write_spec(tmp_path, "toy-slow", plugins='"toy_slow_kind"')
+    store = tmp_path / "r.sqlite"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "snnsec", "bench", str(spec), "--store", str(store)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if len(results.load(store)) >= 2 * 2:
+                break
+        except (FileNotFoundError, ValueError):  # not created yet, or its table not yet
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(results.load(store)) // 2
+    assert 2 <= done_before < 10, proc.stderr.read().decode()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"{done_before} already done, {10 - done_before} run now" in out.stdout
+    df = results.load(store)
+    assert len(df) == 10 * 2
+    assert len(df.drop_duplicates(subset=[c for c in df.columns if c in ("config_hash", "metric")])) == len(df)
+
+
+def test_attack_subparsers_are_shared_by_modules():
+    import argparse
+
+    from snnsec.cli import build_parser
+    from snnsec.cli.attack import attack_subparsers
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    first = attack_subparsers(sub)
+    first.add_parser("backdoor")
+    assert attack_subparsers(sub) is first
+    attack_subparsers(sub).add_parser("adversarial")  # what a second module does
+    assert parser.parse_args(["attack", "adversarial"]).attack == "adversarial"
+
+    args = build_parser().parse_args(["attack", "backdoor", "--data", "ndigits", "--trigger", "moving", "--direction", "vertical", "--out", "o"])
+    from snnsec.cli.attack import config_from_args
+
+    cfg = config_from_args(args)
+    assert (cfg.trigger, cfg.trigger_params, cfg.rate, cfg.target) == ("moving", {"direction": "vertical"}, 0.1, 0)
+
+
+def test_asr_vs_rate_figure_from_rows(tmp_path):
+    from snnsec.attacks.backdoor.plots import asr_vs_rate
+
+    store = results.Store(tmp_path / "r.sqlite")
+    for trig in ("static", "moving"):
+        for rate, asr in ((0.01, 0.2), (0.05, 0.8), (0.1, 1.0)):
+            store.append(results.make_rows(run_id="r", dataset="d", model="m", T=4, seed=0,
+                                           metrics={"attack_success_rate": asr, "clean_accuracy": 0.9},
+                                           attack=f"backdoor:{trig}", attack_params={"trigger": trig, "rate": rate},
+                                           config={"trigger": trig, "rate": rate}))
+    fig = asr_vs_rate(results.load(store.path))
+    ys = {tuple(line.get_ydata()) for line in fig.axes[0].get_lines() if len(line.get_ydata()) == 3}
+    assert ys == {(0.2, 0.8, 1.0), (0.9, 0.9, 0.9)}
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["static ASR", "static CA", "moving ASR", "moving CA"]
