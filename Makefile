@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pytest -q -s tests/benchmarks -p no:cacheprovider --override-ini addopts=
+	$(PY) -m pytest -q -s tests/benchmarks -p no:cacheprovider --override-ini addopts= --override-ini "python_files=bench_*.py"
 
 clean:
 	rm -rf $(VENV)
