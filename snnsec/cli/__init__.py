@@ -8,6 +8,7 @@ here, so a new command is one new file.
 from __future__ import annotations
 
 import argparse
+import json
 import importlib
 import pkgutil
 import sys
@@ -19,6 +20,20 @@ EXIT_ERROR = 2
 
 class CLIError(Exception):
     """A user-facing error: printed as one clear message, exit code 2."""
+
+
+def key_values(items: list[str], flag: str) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they are JSON)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise CLIError(f"{flag}: expected KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

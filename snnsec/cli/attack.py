@@ -13,10 +13,9 @@ Other attack families add themselves under ``snnsec attack`` from their own modu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from snnsec.cli import CLIError
+from snnsec.cli import CLIError, key_values
 
 _ATTACK_SUBPARSERS = "_snnsec_attack_subparsers"
 
@@ -88,25 +87,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _model_kwargs(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise CLIError(f"--model-arg: expected KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
 def config_from_args(args: argparse.Namespace):
     from snnsec.attacks.backdoor.run import BackdoorConfig
 
     params = {k: getattr(args, k) for k in _TRIGGER_OPTS if getattr(args, k, None) is not None}
     return BackdoorConfig(dataset=args.data, root=args.root, T=args.T, slicing=args.slicing, model=args.model,
-                          model_kwargs=_model_kwargs(args.model_arg), trigger=args.trigger, trigger_params=params,
+                          model_kwargs=key_values(args.model_arg, "--model-arg"), trigger=args.trigger, trigger_params=params,
                           rate=args.rate, target=args.target, mode=args.mode, label_mode=args.label_mode,
                           inject=args.inject, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, alpha=args.alpha, gamma=args.gamma)

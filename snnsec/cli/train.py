@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from snnsec.cli import CLIError
+from snnsec.cli import CLIError, key_values
 
 STORE_HELP = "results store (default: $SNNSEC_STORE or reports/results.sqlite)"
 
@@ -59,20 +58,6 @@ def register(sub) -> None:
     e.add_argument("--store", default=None, help=STORE_HELP)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=run_eval)
-
-
-def key_values(items: list[str], flag: str) -> dict:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they are JSON)."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise CLIError(f"{flag}: expected KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
 
 
 def run_train(args: argparse.Namespace) -> int:
