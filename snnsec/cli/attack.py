@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snnsec.cli import CLIError, key_values
+from snnsec.cli import key_values
 
 _ATTACK_SUBPARSERS = "_snnsec_attack_subparsers"
 
