@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from snnsec.cli import CLIError, key_values
+from snnsec.cli import key_values
 
 STORE_HELP = "results store (default: $SNNSEC_STORE or reports/results.sqlite)"
 

@@ -1,8 +1,8 @@
 """torchattacks on a :class:`~snnsec.harness.SpikingClassifier`.
 
-One function, :func:`make_attack`, builds any supported torchattacks attack on a model's
-attack view (time packed into channels, ``[B, T*P, H, W]``); :class:`Attack` is the
-``atk(x, y) -> x_adv`` object the rest of the suite uses. It takes frames ``[B, T, P, H, W]``
+One class, :class:`Attack`, builds any supported torchattacks attack on a model's attack view
+(time packed into channels, ``[B, T*P, H, W]``) and is the ``atk(x, y) -> x_adv`` object the
+rest of the suite uses. It takes frames ``[B, T, P, H, W]``
 (or static images ``[B, C, H, W]`` for rate-coded models), returns the same shape, restores
 every module's training flag afterwards (torchattacks leaves eval models in train mode when
 asked to attack in train mode) and counts forwards and backwards through :class:`Counter`.
@@ -26,7 +26,7 @@ import torchattacks
 
 from snnsec.harness import preserve_modes
 
-__all__ = ["ATTACKS", "Attack", "AttackInfo", "Counter", "attack_names", "make_attack"]
+__all__ = ["ATTACKS", "Attack", "AttackInfo", "Counter", "attack_names"]
 
 
 class Counter(nn.Module):
