@@ -182,14 +182,7 @@ def clone_model(model: torch.nn.Module) -> torch.nn.Module:
     from spikingjelly.activation_based import functional
 
     functional.reset_net(model)
-    clone = copy.deepcopy(model)
-    # SpikingClassifier caches closures over its neurons for resetting; deepcopy keeps them
-    # pointing at the ORIGINAL neurons, so the copy would never be reset. Drop the caches.
-    for m in clone.modules():
-        for attr in ("_resetter_cache", "_gated"):
-            if getattr(m, attr, None) is not None:
-                setattr(m, attr, None)
-    return clone
+    return copy.deepcopy(model)
 
 
 def rng(seed: int) -> torch.Generator:
