@@ -45,6 +45,16 @@ def gesture_root(shared_data: Path) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # The test models are tiny, so intra-op threads only add synchronisation; on a shared
+    # 2-core machine OpenMP spin-waiting made the same tests up to 50x slower with 2 threads.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path_factory, monkeypatch):
     # Tests must never append rows to the user's reports/ store.

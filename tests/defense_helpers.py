@@ -7,7 +7,6 @@ audit of a model registered by the user.
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -105,13 +104,3 @@ def train_tiny(x, y, epochs=12, seed=0, poison_target=None, rate=0.1, trigger=st
     model.load_state_dict(state)
     return model.eval(), idx
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Import into a test module to run it on one intra-op thread. These tensors are tiny, so
-    threads only add synchronisation; on the shared 2-core machine OpenMP spin-waiting made the
-    same tests up to 50x slower with 2 threads than with 1 (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -19,15 +19,6 @@ from adversarial_helpers import T, Leaky, hard_threshold_copy, trained_csnn
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # the tiny models here are dominated by thread start-up on shared cores
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trained():
     return trained_csnn()

@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 
-from defense_helpers import K, synthetic, train_tiny, one_thread  # noqa: F401  (autouse fixture)
+from defense_helpers import K, synthetic, train_tiny
 from snnsec import audit as audit_mod
 from snnsec import checkpoint
 from snnsec.cli import main

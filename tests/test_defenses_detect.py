@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from defense_helpers import poison, stamp_corner, synthetic, train_tiny, one_thread  # noqa: F401  (autouse fixture)
+from defense_helpers import poison, stamp_corner, synthetic, train_tiny
 from snnsec import defenses
 from snnsec.defenses.membrane_margin import margin_pvalue
 from snnsec.defenses.neural_cleanse import NeuralCleanse, mad_anomaly

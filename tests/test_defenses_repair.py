@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from defense_helpers import poison, stamp_corner, synthetic, tiny, train_tiny, one_thread  # noqa: F401  (autouse fixture)
+from defense_helpers import poison, stamp_corner, synthetic, tiny, train_tiny
 from snnsec import defenses, metrics
 from snnsec.defenses.base import predict
 
