@@ -46,17 +46,17 @@ class ABL(Defense):
         model = clone_model(model)
         b = self.flooding
         fit(model, x, y, epochs=self.tuning_epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-            loss_fn=lambda lo, yy: (F.cross_entropy(lo, yy) - b).abs() + b, progress=self.progress, desc="abl isolate")
+            loss_fn=lambda lo, yy: (F.cross_entropy(lo, yy) - b).abs() + b, progress=self.progress)
         losses = per_sample_loss(model, x, y)
         n_iso = max(1, int(round(self.isolation_ratio * len(x))))
         iso = losses.argsort()[:n_iso]
         rest = torch.ones(len(x), dtype=torch.bool)
         rest[iso] = False
         fit(model, x[rest], y[rest], epochs=self.finetuning_epochs, lr=self.lr, batch_size=self.batch_size,
-            seed=self.seed + 1, progress=self.progress, desc="abl finetune")
+            seed=self.seed + 1, progress=self.progress)
         before = float(per_sample_loss(model, x[iso], y[iso]).mean())
         fit(model, x[iso], y[iso], epochs=self.unlearning_epochs, lr=self.unlearning_lr, batch_size=self.batch_size,
-            seed=self.seed + 2, loss_fn=lambda lo, yy: -F.cross_entropy(lo, yy), progress=self.progress, desc="abl unlearn")
+            seed=self.seed + 2, loss_fn=lambda lo, yy: -F.cross_entropy(lo, yy), progress=self.progress)
         after = float(per_sample_loss(model, x[iso], y[iso]).mean())
         return Repair(model=model, extra={"isolated": iso.sort().values.tolist(), "isolated_loss_before_unlearning": before,
                                           "isolated_loss_after_unlearning": after})

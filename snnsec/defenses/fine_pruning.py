@@ -69,7 +69,7 @@ class FinePruning(Defense):
             keep.fill_(1)
             keep[order[:pruned]] = 0
         fit(model, x, y, epochs=self.finetune_epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-            progress=self.progress, desc="fine-pruning")
+            progress=self.progress)
         # The mask hook stays on the returned copy: pruned channels remain pruned.
         return Repair(model=model, extra={"pruned_channels": int(pruned), "channels": int(C), "acc_after_prune": acc,
                                           "acc_before": base_acc})

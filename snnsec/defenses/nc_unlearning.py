@@ -52,5 +52,5 @@ class NCUnlearning(Defense):
             return xb, yb
 
         fit(model, x, y, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed, transform=transform,
-            progress=self.progress, desc="nc-unlearning")
+            progress=self.progress)
         return Repair(model=model, extra={"unlearned_label": int(classes[k]), "flagged": bool(detection.backdoored)})
