@@ -7,6 +7,12 @@ combined verdict -> ``verdict.json``, ``report.md``, self-contained ``report.htm
 Clean samples come from the test split of the checkpoint's dataset (its DataSpec), or of
 ``data``/``root``; the training data is never needed, and data-free methods (``margin``)
 need no data at all (``clean_samples=0``).
+
+Result rows (appended to the results store unless ``append_rows=False``): the verdict
+(defense ``audit``, metric ``backdoored``, the target in ``extra``), each method's
+``flagged``/``statistic``/``seconds`` (defense = the method, its parameters in
+``defense_params``) and, for Neural Cleanse, ``anomaly_index_class_<k>`` per class. The
+anomaly-index figure is drawn from those rows, as ``snnsec report`` draws it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class AuditResult:
     meta: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, as it ran
+    rows: list[dict] = field(default_factory=list)
 
     def verdict(self) -> dict[str, Any]:
         return {"backdoored": self.backdoored, "target": self.target,
@@ -92,8 +100,10 @@ def _round_robin(groups: list[torch.Tensor]) -> torch.Tensor:
 
 def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: int = 100,
           methods=DEFAULT_METHODS, method_params: dict[str, dict] | None = None, seed: int = 0,
-          samples: torch.Tensor | None = None, progress: bool = True) -> AuditResult:
-    """Audit ``checkpoint``; ``samples`` (frames [N, T, P, H, W]) replaces loading a dataset."""
+          samples: torch.Tensor | None = None, progress: bool = True, store=None,
+          append_rows: bool = True) -> AuditResult:
+    """Audit ``checkpoint``; ``samples`` (frames [N, T, P, H, W]) replaces loading a dataset.
+    Rows go to ``store`` (default: the results store) unless ``append_rows`` is False."""
     from snnsec import checkpoint as ckpt
     from snnsec import provenance
 
@@ -116,10 +126,11 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
         if n_clean < 1:
             raise ValueError(f"--clean-samples: {needs_data} need clean samples; give N >= 1 or use --methods margin")
         x, _, source = clean_samples(meta, n_clean, data=data, root=root, seed=seed)
-    detections, seconds = {}, {}
+    detections, seconds, used = {}, {}, {}
     for m in methods:
         params = {"seed": seed, "progress": progress, **(method_params or {}).get(m, {})}
         det = defenses.make(m, **params)
+        used[m] = {k: v for k, v in det.params().items() if k != "progress"}
         t0 = time.perf_counter()
         detections[m] = det(model, x) if m not in DATA_FREE else det(model, x, input_shape=getattr(model, "input_shape", None))
         seconds[m] = time.perf_counter() - t0
@@ -128,10 +139,64 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
             "clean_samples": 0 if x is None else len(x), "data": source, "seconds": time.perf_counter() - t_start,
             "combine": COMBINE_RULE,
             "versions": provenance.versions()}
-    result = AuditResult(backdoored, target, detections, seconds, meta, info)
+    result = AuditResult(backdoored, target, detections, seconds, meta, info, params=used)
+    result.rows = audit_rows(result)
+    if append_rows:
+        from snnsec import results
+
+        results.Store(store if store is not None else results.default_store_path()).append(result.rows)
     if out is not None:
         write_report(result, out)
     return result
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def detection_groups(d: defenses.Detection) -> list[dict[str, Any]]:
+    """Row groups (:mod:`snnsec.bench`) a model inspection adds besides its verdict metrics:
+    the anomaly index per class, for detections that threshold one (Neural Cleanse and its
+    temporal variant)."""
+    ev = d.evidence
+    if "anomaly_threshold" not in ev or "classes" not in ev:
+        return []
+    return [{"metrics": {f"anomaly_index_class_{int(k)}": float(v) for k, v in zip(ev["classes"], d.scores)},
+             "extra": {"flagged": [int(c) for c in ev.get("flagged", [])]}}]
+
+
+def _planted(meta: dict) -> tuple[str | None, dict[str, Any]]:
+    # What the checkpoint says was planted (backdoor runs record it): labels the rows only,
+    # the audit itself never reads it.
+    attack = meta.get("attack") or {}
+    trig = attack.get("trigger")
+    name = trig.get("name") if isinstance(trig, dict) else trig
+    params = {k: attack[k] for k in ("target", "rate", "mode") if k in attack}
+    if name:
+        return f"backdoor:{name}", {"trigger": str(name), **params}
+    return None, params
+
+
+def audit_rows(result: AuditResult) -> list[dict]:
+    """Result rows of an audit: the verdict, each method's metrics and its per-class groups."""
+    from snnsec.bench import rows_for_cell
+    from snnsec.data.spec import DataSpec
+
+    spec = DataSpec.from_dict(result.meta["spec"], source="checkpoint metadata")
+    attack, attack_params = _planted(result.meta)
+    info = result.info
+    cell = {"kind": "audit", "dataset": spec.name, "model": str(info["arch"]), "T": spec.T, "seed": int(info["seed"]),
+            "checkpoint": info["checkpoint"], "methods": list(info["methods"]), "method_params": result.params,
+            "clean_samples": info["clean_samples"], "data": info["data"]}
+    groups = []
+    for name, d in result.detections.items():
+        common = {"defense": name, "defense_params": result.params.get(name, {}),
+                  "extra": {"target": d.target, "candidate": d.candidate}}
+        groups.append({**common, "metrics": {**d.metrics(), "seconds": result.seconds[name]}})
+        groups += [{**common, **g} for g in detection_groups(d)]
+    return rows_for_cell(cell, {"metrics": {"backdoored": float(result.backdoored)}, "attack": attack,
+                                "attack_params": attack_params, "defense": "audit",
+                                "defense_params": {"combine": COMBINE_RULE},
+                                "extra": {"target": result.target}, "groups": groups})
 
 
 # --------------------------------------------------------------------------- report
@@ -145,6 +210,7 @@ def _png(fig) -> bytes:
 
 def figures(result: AuditResult) -> dict[str, tuple[str, bytes]]:
     """name -> (caption, PNG bytes)."""
+    from snnsec.report.figures import fig_anomaly_index
     from snnsec.report.style import new_figure, paper_style, polarity_rgb
 
     out = {}
@@ -152,16 +218,9 @@ def figures(result: AuditResult) -> dict[str, tuple[str, bytes]]:
         for name, d in result.detections.items():
             K = len(d.scores)
             if name.startswith("nc"):
-                fig, ax = new_figure(width=5.0)
-                a = ax[0, 0]
-                cols = ["#D55E00" if c in d.evidence["flagged"] else "#0072B2" for c in d.evidence["classes"]]
-                a.bar([str(c) for c in d.evidence["classes"]], d.scores, color=cols)
-                a.axhline(d.evidence["anomaly_threshold"], color="k", ls="--", lw=0.8, label="threshold")
-                a.set_xlabel("class")
-                a.set_ylabel("anomaly index (small side)")
-                a.set_title(f"{name}: MAD anomaly index of the reversed-trigger L1 norm")
-                a.legend()
-                out[f"{name}_anomaly"] = (f"{name}: anomaly index per class (flagged in orange)", _png(fig))
+                fig = fig_anomaly_index([r for r in result.rows if r["defense"] == name])
+                out[f"{name}_anomaly"] = (f"{name}: MAD anomaly index (small side) of the reversed-trigger L1 norm per "
+                                          "class; flagged classes in orange", _png(fig))
                 masks, patterns = d.artifacts["masks"], d.artifacts["patterns"]
                 Tm = masks.shape[1]
                 frames = [j * Tm // min(Tm, 8) for j in range(min(Tm, 8))]

@@ -19,7 +19,11 @@ sweep killed at any point resumes with nothing lost and nothing duplicated.
 
 Kinds are a registry: ``register_kind("backdoor", fn)`` where
 ``fn(cell: dict, *, progress: bool) -> dict`` returns ``{"metrics": {name: float}, ...}``
-and optionally ``attack``, ``attack_params``, ``defense``, ``defense_params``, ``extra``.
+and optionally ``attack``, ``attack_params``, ``defense``, ``defense_params``, ``extra``, and
+``groups``: a list of further row groups, each ``{"metrics": {...}}`` with any of those optional
+keys replacing the cell's own (per-layer firing rates, a gallery clip with its frames in
+``extra``, per-group entropies). Every row of a cell shares its run id and config hash, so a
+cell is stored, and skipped on resume, as a whole.
 Kinds register themselves from any module named ``bench_cells`` inside the snnsec package
 (imported on first use), or from the modules a spec lists under ``plugins``.
 """
@@ -185,22 +189,35 @@ def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_
     return BenchSummary(total=len(spec.cells), skipped=skipped, ran=ran, seconds_per_cell=times)
 
 
+_ROW_KEYS = ("attack", "attack_params", "defense", "defense_params", "extra")
+
+
+def _metrics(d, where: str) -> dict[str, float]:
+    if not isinstance(d, dict) or not d:
+        raise ValueError(f"{where}: 'metrics' must be a non-empty dict of name -> number, got {d!r}")
+    return {k: float(v) for k, v in d.items()}
+
+
 def rows_for_cell(cell: dict, out: dict) -> list[dict]:
+    """The rows of one finished cell: its metrics, then each of its ``groups``."""
     from snnsec import results
 
+    kind = f"bench kind {cell.get('kind')!r}"
     if not isinstance(out, dict) or not isinstance(out.get("metrics"), dict):
-        raise ValueError(f"bench kind {cell['kind']!r} must return a dict with a 'metrics' dict, got {type(out).__name__}")
-    return results.make_rows(
-        run_id=results.new_run_id(),
-        dataset=str(cell["dataset"]),
-        model=str(cell["model"]),
-        T=cell.get("T"),
-        seed=int(cell["seed"]),
-        metrics={k: float(v) for k, v in out["metrics"].items()},
-        attack=out.get("attack"),
-        attack_params=out.get("attack_params"),
-        defense=out.get("defense"),
-        defense_params=out.get("defense_params"),
-        config=cell,
-        extra=out.get("extra"),
-    )
+        raise ValueError(f"{kind} must return a dict with a 'metrics' dict, got {type(out).__name__}")
+    shared = dict(run_id=results.new_run_id(), dataset=str(cell["dataset"]), model=str(cell["model"]), T=cell.get("T"),
+                  seed=int(cell["seed"]), config=cell)
+    top = {k: out.get(k) for k in _ROW_KEYS}
+    rows = results.make_rows(**shared, metrics=_metrics(out["metrics"], kind), **top)
+    groups = out.get("groups") or []
+    if not isinstance(groups, (list, tuple)):
+        raise ValueError(f"{kind}: 'groups' must be a list of row groups, got {type(groups).__name__}")
+    for i, g in enumerate(groups):
+        where = f"{kind}: groups[{i}]"
+        if not isinstance(g, dict):
+            raise ValueError(f"{where}: expected a dict with 'metrics', got {type(g).__name__}")
+        unknown = sorted(set(g) - {"metrics", *_ROW_KEYS})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; expected 'metrics' and some of {list(_ROW_KEYS)}")
+        rows += results.make_rows(**shared, metrics=_metrics(g.get("metrics"), where), **{**top, **{k: g[k] for k in _ROW_KEYS if k in g}})
+    return rows

@@ -151,18 +151,38 @@ def test_attack_subparsers_are_shared_by_modules():
     assert (cfg.trigger, cfg.trigger_params, cfg.rate, cfg.target) == ("moving", {"direction": "vertical"}, 0.1, 0)
 
 
-def test_asr_vs_rate_figure_from_rows(tmp_path):
-    from snnsec.attacks.backdoor.plots import asr_vs_rate
+def test_cell_row_groups_share_run_and_config_and_resume(tmp_path):
+    def grouped(cell, *, progress=True):
+        return {"metrics": {"clean_accuracy": 0.5}, "attack": f"backdoor:{cell['trigger']}",
+                "attack_params": {"trigger": cell["trigger"], "rate": cell["rate"]},
+                "groups": [{"metrics": {"firing_rate": 0.1 * i}, "extra": {"layer": f"sn{i}", "triggered": True}}
+                           for i in range(2)] + [{"metrics": {"strip_threshold": 0.3}, "defense": "strip"}]}
 
-    store = results.Store(tmp_path / "r.sqlite")
-    for trig in ("static", "moving"):
-        for rate, asr in ((0.01, 0.2), (0.05, 0.8), (0.1, 1.0)):
-            store.append(results.make_rows(run_id="r", dataset="d", model="m", T=4, seed=0,
-                                           metrics={"attack_success_rate": asr, "clean_accuracy": 0.9},
-                                           attack=f"backdoor:{trig}", attack_params={"trigger": trig, "rate": rate},
-                                           config={"trigger": trig, "rate": rate}))
-    fig = asr_vs_rate(results.load(store.path))
-    ys = {tuple(line.get_ydata()) for line in fig.axes[0].get_lines() if len(line.get_ydata()) == 3}
-    assert ys == {(0.2, 0.8, 1.0), (0.9, 0.9, 0.9)}
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels == ["static ASR", "static CA", "moving ASR", "moving CA"]
+    bench.register_kind("toy-groups", grouped)
+    store = tmp_path / "r.sqlite"
+    s = bench.run_spec(write_spec(tmp_path, "toy-groups"), store=store, log=lambda m: None)
+    assert s.ran == 10
+    df = results.load(store, parse_json=True)
+    assert len(df) == 10 * 4
+    # One run id and one config hash per cell, whatever group a row came from.
+    per_cell = df.groupby("config_hash")
+    assert per_cell["run_id"].nunique().eq(1).all() and per_cell.size().eq(4).all()
+    fr = df[df["metric"] == "firing_rate"]
+    assert sorted({e["layer"] for e in fr["extra"]}) == ["sn0", "sn1"] and set(fr["attack"]) == {"backdoor:static", "backdoor:moving", "backdoor:smart"}
+    # A group's keys replace the cell's: the threshold row names its defense; the others inherit none.
+    assert set(df.loc[df["metric"] == "strip_threshold", "defense"]) == {"strip"} and fr["defense"].isna().all()
+    assert all(a["rate"] in (0.01, 0.1) for a in fr["attack_params"])
+    s = bench.run_spec(write_spec(tmp_path, "toy-groups"), store=store, log=lambda m: None)
+    assert (s.skipped, s.ran) == (10, 0)
+
+
+@pytest.mark.parametrize("groups, msg", [
+    ({"metrics": {}}, "'groups' must be a list"),
+    ([{"metrics": {}}], r"groups\[0\]: 'metrics' must be a non-empty dict"),
+    ([{"metrics": {"a": 1.0}, "colour": "red"}], r"groups\[0\]: unknown key\(s\) \['colour'\]"),
+    (["x"], r"groups\[0\]: expected a dict"),
+])
+def test_bad_row_groups_are_refused(groups, msg):
+    cell = {"kind": "toy", "dataset": "d", "model": "m", "seed": 0}
+    with pytest.raises(ValueError, match=msg):
+        bench.rows_for_cell(cell, {"metrics": {"a": 1.0}, "groups": groups})

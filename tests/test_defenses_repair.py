@@ -105,3 +105,15 @@ def test_defense_bench_cell(setup, monkeypatch, name, expected):
     assert set(out["metrics"]) == expected | {"seconds"}
     assert out["defense"] == name and out["attack"] == "backdoor:static"
     assert all(np.isfinite(v) for v in out["metrics"].values())
+    # The rows the report draws besides the metrics: entropies per group, anomaly index per class.
+    groups = {m: g for g in out["groups"] for m in g["metrics"]}
+    if name == "strip":
+        assert set(groups) == {"strip_entropy", "strip_threshold"}
+        ent = [g for g in out["groups"] if "strip_entropy" in g["metrics"]]
+        held_out = torch.arange(len(xt)) % 2 == 1  # the cell fits on the even half
+        assert [(g["extra"]["triggered"], len(g["extra"]["entropies"])) for g in ent] == [
+            (False, int(held_out.sum())), (True, int((held_out & (yt != TARGET)).sum()))]
+    elif name == "nc":
+        assert set(groups) == {f"anomaly_index_class_{k}" for k in range(int(yt.max()) + 1)}
+    else:
+        assert out["groups"] == []

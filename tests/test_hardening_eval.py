@@ -1,4 +1,5 @@
-"""Evaluation helpers, config/spec parsing and the accuracy-vs-time-steps figure of snnsec.hardening."""
+"""Evaluation helpers, config/spec parsing, the recipe table, and the accuracy-vs-time-steps figure
+(snnsec.report.figures) drawn from hardening rows."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from snnsec.hardening.evaluate import accuracy_at_steps, eps_label, inference_steps
-from snnsec.hardening.plots import fig_accuracy_vs_timesteps, recipe_table, timestep_table
+from snnsec.hardening.plots import recipe_table
 from snnsec.hardening.run import HardeningConfig, parse_eps
 from test_hardening import TinySNN, _batch
 
@@ -80,18 +81,18 @@ def _rows():
     return pd.DataFrame(rows)
 
 
-def test_timestep_table_and_figure_one_line_per_recipe():
-    tab = timestep_table(_rows())
-    assert len(tab) == 17 and set(tab["recipe"]) == {"ce", "tcl", "stcl"}
-    assert tab[(tab.recipe == "stcl")]["t"].tolist() == [2]
-    fig = fig_accuracy_vs_timesteps(_rows())
-    ax = fig.axes[0]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["ce", "stcl", "tcl"]
-    ce_line = ax.get_lines()[0]
-    assert list(ce_line.get_xdata()) == [1, 2, 4, 8]
-    assert list(ce_line.get_ydata()) == pytest.approx([0.31, 0.51, 0.81, 0.91])  # mean of the two seeds
-    with pytest.raises(ValueError, match="accuracy_at_t"):
+def test_timestep_figure_one_line_per_recipe():
+    from snnsec.report.figures import fig_accuracy_vs_timesteps, figure_data
+    from snnsec.report.schema import MissingData
+
+    (panel,) = figure_data(fig_accuracy_vs_timesteps(_rows()))
+    lines = {label: (x, y) for label, x, y in panel["lines"]}
+    assert sorted(lines) == ["ce", "stcl", "tcl"]
+    x, y = lines["ce"]
+    assert list(x) == [1, 2, 4, 8]
+    assert list(y) == pytest.approx([0.31, 0.51, 0.81, 0.91])  # mean of the two seeds
+    assert list(lines["stcl"][0]) == [2]
+    with pytest.raises(MissingData, match="accuracy_at_t"):
         fig_accuracy_vs_timesteps(_rows().iloc[-1:])
 
 

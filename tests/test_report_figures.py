@@ -202,6 +202,26 @@ def test_firing_rate_per_layer_clean_vs_triggered(rows, df):
     np.testing.assert_allclose(_bars(resnet, "triggered")[1], [0.3, 0.4])
 
 
+def test_runs_differing_in_rate_share_gallery_strips_and_firing_panels():
+    # The same trigger at two poison rates stores the same clip and two sets of firing rates.
+    gal = [dict(r, run_id=f"{r['run_id']}-{rate}", attack_params={**r["attack_params"], "rate": rate},
+                config={**r["config"], "attack_params": {**r["attack_params"], "rate": rate}})
+           for r in R.gallery_rows() for rate in (0.05, 0.1) if r["attack"] == "backdoor:static"]
+    data = F.figure_data(F.fig_trigger_gallery(R.frame(gal)))
+    assert len(data) == 2 * len(F.gallery_time_steps(4))  # clean once, static once
+    fr = []
+    for rate, bump in ((0.05, 0.0), (0.1, 0.2)):
+        ap = {"trigger": "static", "rate": rate, "target": 0}
+        for i, layer in enumerate(["sn1", "sn2"]):
+            for trig in (False, True):
+                fr.append(R.row("firing_rate", 0.1 * (i + 1) + bump + 0.05 * trig, attack="backdoor:static", attack_params=ap,
+                                run_id=f"fr-{rate}", extra={"layer": layer, "layer_index": i, "triggered": trig}))
+    (panel,) = F.figure_data(F.fig_firing_rate(R.frame(fr)))
+    assert panel["title"] == "ndigits / csnn / backdoor:static\n(mean of 2 settings)"
+    np.testing.assert_allclose(_bars(panel, "clean")[1], [0.2, 0.3])
+    np.testing.assert_allclose(_bars(panel, "triggered")[1], [0.25, 0.35])
+
+
 def _same(a, b):
     assert len(a) == len(b)
     for pa, pb in zip(a, b):

@@ -12,7 +12,7 @@ def register(sub) -> None:
         help="audit a checkpoint for backdoors (exit 0 clean, 1 backdoor, 2 error)",
         description="Load a checkpoint safely, run model-inspection backdoor detectors on a small clean "
         "set (Neural Cleanse and the data-free membrane-margin test by default) and write "
-        "DIR/verdict.json, DIR/report.md and a self-contained DIR/report.html. "
+        "DIR/verdict.json, DIR/report.md and a self-contained DIR/report.html, and append result rows to the store. "
         "Exit status: 0 no backdoor found, 1 backdoor found, 2 error.",
     )
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder, .safetensors, .json, or weights-only .pt with its .json")
@@ -26,6 +26,7 @@ def register(sub) -> None:
                    help="override a method parameter, e.g. nc.epochs=20 or margin.steps=500 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -54,7 +55,8 @@ def run(args) -> int:
 
     try:
         r = audit(args.checkpoint, out=args.out, data=args.data, root=args.root, n_clean=args.clean_samples,
-                  methods=args.methods, method_params=parse_params(args.param), seed=args.seed, progress=not args.no_progress)
+                  methods=args.methods, method_params=parse_params(args.param), seed=args.seed, progress=not args.no_progress,
+                  store=args.store)
     except (CLIError, ValueError, FileNotFoundError, KeyError):
         raise
     except Exception as exc:

@@ -8,9 +8,11 @@ A cell is a backdoor cell (``dataset``, ``root``, ``model``, ``T``, ``trigger``,
 inspects the same model.
 
 Metrics by defense kind:
-- model inspection: ``flagged``, ``target_correct``, ``statistic``, ``seconds``;
+- model inspection: ``flagged``, ``target_correct``, ``statistic``, ``seconds``; Neural
+  Cleanse adds ``anomaly_index_class_<k>`` rows (:func:`snnsec.audit.detection_groups`);
 - input inspection (STRIP): ``tpr``, ``fpr``, ``auroc`` on the clean test split plus its
-  triggered non-target samples (threshold from a held-out clean half);
+  triggered non-target samples (threshold from a held-out clean half), and the entropies of
+  both groups as ``strip_entropy`` rows (:meth:`snnsec.defenses.strip.Strip.row_groups`);
 - dataset inspection (AC, SS): ``tpr``, ``fpr``, ``auroc`` against the poisoned indices;
 - repair: ``ca_before``, ``asr_before``, ``ca``, ``asr``, ``ra``, ``der``.
 """
@@ -87,16 +89,23 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     nontarget = y_test != target
     x_trig = trigger(x_test)
     t0 = time.perf_counter()
+    groups: list[dict] = []
     if det.kind == "model":
+        from snnsec.audit import detection_groups
+
         n = int(cell.get("clean_samples", 100))
         d = det(model, x_test[:n]) if name != "margin" else det(model)
         m = d.metrics(target)
+        groups = detection_groups(d)
     elif det.kind == "input":
         half = torch.arange(len(x_test)) % 2 == 0
         det.fit(model, x_test[half], x_test[~half])
         test = ~half & nontarget
         r = det(torch.cat([x_test[~half], x_trig[test]]))
-        m = r.metrics(np.r_[np.zeros(int((~half).sum())), np.ones(int(test.sum()))])
+        truth = np.r_[np.zeros(int((~half).sum())), np.ones(int(test.sum()))]
+        m = r.metrics(truth)
+        if hasattr(det, "row_groups"):
+            groups = det.row_groups(r, truth)
     else:
         train_ds, _ = load(cell["dataset"], split="train", root=cell.get("root"), **kw)
         x_train, y_train = _frames(train_ds)
@@ -129,7 +138,7 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     m["seconds"] = time.perf_counter() - t0
     return {"metrics": m, "attack": f"backdoor:{cell.get('trigger', 'static')}",
             "attack_params": {k: cell[k] for k in ("trigger", "target", "rate") if k in cell},
-            "defense": name, "defense_params": det.params()}
+            "defense": name, "defense_params": det.params(), "groups": groups}
 
 
 register_kind("defense", defense_cell)

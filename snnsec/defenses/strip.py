@@ -7,6 +7,7 @@ binary frames that is the clipped sum (``mode="clip"``), on count frames the pla
 (``mode="sum"``); :func:`union_events` does it on raw event arrays before framing.
 The threshold is the entropy quantile at the chosen false-rejection rate on held-out clean
 inputs (empirical, not the original's normal fit: event-model entropies are skewed).
+:meth:`Strip.row_groups` gives the rows the report's entropy histogram reads.
 """
 
 from __future__ import annotations
@@ -81,3 +82,16 @@ class Strip(Defense):
     def __call__(self, x) -> InputScores:
         h = self.entropy(x)
         return InputScores(scores=-h, flagged=h < self.threshold, extra={"entropy": h, "threshold": self.threshold})
+
+    def row_groups(self, scores: InputScores, triggered) -> list[dict]:
+        """Row groups (:mod:`snnsec.bench`) for the entropy histograms: one ``strip_entropy``
+        row per group (clean, triggered; value = mean, ``extra.entropies`` = every entropy in
+        nats, to 4 decimals) and the ``strip_threshold``."""
+        h = np.asarray(scores.extra["entropy"], dtype=np.float64)
+        t = np.asarray(triggered).astype(bool)
+        if t.shape != h.shape:
+            raise ValueError(f"strip: {t.shape[0] if t.ndim else 0} triggered flags for {len(h)} inputs")
+        groups = [{"metrics": {"strip_entropy": float(h[t == g].mean())},
+                   "extra": {"triggered": bool(g), "entropies": np.round(h[t == g], 4).tolist()}}
+                  for g in (False, True) if (t == g).any()]
+        return groups + [{"metrics": {"strip_threshold": float(scores.extra["threshold"])}}]

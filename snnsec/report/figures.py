@@ -1,10 +1,11 @@
 """Figures drawn from result rows only: ``fig_xxx(df) -> matplotlib.figure.Figure``.
 
 Each function takes the DataFrame of :func:`snnsec.results.load` (JSON columns as text or
-already parsed), picks its rows by the names in :mod:`snnsec.report.schema`, and plots the
-stored values. Nothing is recomputed: where several seeds share a setting the line shows
-their mean and the bars their min-max range. A figure with no rows to draw from raises
-:class:`~snnsec.report.schema.MissingData` saying which rows it needs.
+already parsed) or the list of rows :func:`snnsec.results.make_rows` builds, picks its rows by
+the names in :mod:`snnsec.report.schema`, and plots the stored values. Nothing is recomputed:
+where several seeds share a setting the line shows their mean and the bars their min-max range.
+A figure with no rows to draw from raises :class:`~snnsec.report.schema.MissingData` saying
+which rows it needs.
 
 Figures are not attached to pyplot (no global state, nothing to close); ``fig.savefig``
 renders them with Agg. Each figure carries the rows it was drawn from as
@@ -79,6 +80,24 @@ def _variant_key(v) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
+def setting_keys(d: pd.DataFrame, exclude: tuple[str, ...] = (), *, col: str = "attack_params") -> list[str]:
+    """Per row, its setting as a string: the keys of ``col`` and of the run's config, minus
+    ``exclude`` and the keys that only name a run (seed, output paths). Rows with equal keys
+    are repeats of one setting."""
+    keys = []
+    for p, cfg in zip(d[col], d["config"]):
+        setting = {k: _strip(v, exclude) for k, v in (cfg or {}).items() if k not in exclude and k not in _NOT_SETTINGS}
+        setting.update({k: _strip(v, exclude) for k, v in (p or {}).items() if k not in exclude})
+        keys.append(_variant_key(setting))
+    return keys
+
+
+def _settings_note(p: pd.DataFrame, how: str, *, col: str = "attack_params") -> str:
+    """A title line for a panel whose rows come from runs with different settings."""
+    n = len(set(setting_keys(p, col=col)))
+    return f"\n({how} of {n} settings)" if n > 1 else ""
+
+
 def series(d: pd.DataFrame, group: str, exclude: tuple[str, ...], *, col: str = "attack_params",
            max_lines: int = 8) -> pd.DataFrame:
     """Label each row with the line it belongs to: its ``group`` value, plus the settings
@@ -90,12 +109,7 @@ def series(d: pd.DataFrame, group: str, exclude: tuple[str, ...], *, col: str = 
     when that would make more than ``max_lines`` lines, one line per group labelled
     "mean of k settings" with the min-max range as error bars.
     """
-    keys = []
-    for p, cfg in zip(d[col], d["config"]):
-        setting = {k: _strip(v, exclude) for k, v in (cfg or {}).items() if k not in exclude and k not in _NOT_SETTINGS}
-        setting.update({k: _strip(v, exclude) for k, v in (p or {}).items() if k not in exclude})
-        keys.append(_variant_key(setting))
-    d = d.assign(_variant=keys)
+    d = d.assign(_variant=setting_keys(d, exclude, col=col))
     n_lines = d.groupby(group)["_variant"].nunique()
     out = []
     for g, rows in d.groupby(group, sort=True):
@@ -402,7 +416,11 @@ def fig_trigger_gallery(df: pd.DataFrame, max_frames: int = 8):
     for r in d.sort_values(["trigger", "time"], kind="stable").to_dict("records"):
         if r["variant"] == "clean":
             continue
-        strips.append((str(r["trigger"] or r["attack"] or "poisoned"), "poisoned", _clip(r), r))
+        name, a = str(r["trigger"] or r["attack"] or "poisoned"), _clip(r)
+        # Runs that differ only in poison rate or seed store the same clip: show it once.
+        if any(n == name and a.shape == b.shape and np.array_equal(a, b) for n, _, b, _ in strips):
+            continue
+        strips.append((name, "poisoned", a, r))
     T = max(s[2].shape[0] for s in strips)
     ts = gallery_time_steps(T, max_frames)
     with style.paper_style():
@@ -432,7 +450,9 @@ def fig_trigger_gallery(df: pd.DataFrame, max_frames: int = 8):
 
 def fig_anomaly_index(df: pd.DataFrame):
     """The audit's anomaly index per class, one panel per model, attack and defense; the
-    dashed line is the threshold the rows record (``defense_params.anomaly_threshold``)."""
+    dashed line is the threshold the rows record (``defense_params.anomaly_threshold``).
+    Several runs in one panel (an audit and a defense bench cell of the same model, or seeds)
+    give the mean and min-max range; the title says when they differ in settings."""
     d = normalize(df)
     d = keyed(d, "anomaly_index", "class", ("_class_", "_", ":"), key_pattern=r"\d+")
     _need(d, "defense rows with metric anomaly_index and extra.class (or metric anomaly_index_class_<k>) (run `snnsec audit`)")
@@ -462,7 +482,7 @@ def fig_anomaly_index(df: pd.DataFrame):
             ax.set_xticks(g["class"].to_numpy())
             ax.set_xlabel("class")
             ax.set_ylabel("anomaly index (robust z-score)")
-            ax.set_title(_panel_title(key, cols))
+            ax.set_title(_panel_title(key, cols) + _settings_note(p, "mean", col="defense_params"))
         _note_truncated(fig, len(shown), len(keys))
     return _finish(fig, d)
 
@@ -482,7 +502,9 @@ def strip_groups(d: pd.DataFrame) -> dict[bool, np.ndarray]:
 
 def fig_strip_entropy(df: pd.DataFrame, bins: int = 20):
     """Histograms of STRIP entropy for clean and triggered inputs (shared bins), one panel
-    per model and attack; the dashed line is the detection threshold when the rows hold one."""
+    per model and attack; the dashed line is the detection threshold when the rows hold one.
+    Entropies of several runs in one panel are pooled; the title says when they differ in
+    settings."""
     d = normalize(df)
     ent = select(d, "strip_entropy")
     ent = where(ent, lambda r: param(r, "triggered") is not None)
@@ -509,13 +531,14 @@ def fig_strip_entropy(df: pd.DataFrame, bins: int = 20):
                 ax.axvline(float(thr.iloc[0]), color="black", linestyle="--", linewidth=0.8, label=f"threshold {float(thr.iloc[0]):.3g}")
             ax.set_xlabel("entropy of prediction under superimposition (nats)")
             ax.set_ylabel("inputs (count)")
-            ax.set_title(_panel_title(key, cols))
+            ax.set_title(_panel_title(key, cols) + _settings_note(p, "pooled", col="defense_params"))
             ax.legend(loc="best")
         _note_truncated(fig, len(shown), len(keys))
     return _finish(fig, pd.concat([ent, thr_rows]))
 
 
-def _recipe(row) -> str:
+def recipe_name(row) -> str:
+    """The training recipe of a hardening row (a normalized row: JSON columns parsed)."""
     rec = param(row, "recipe")
     if isinstance(rec, dict):
         rec = rec.get("name")
@@ -536,7 +559,7 @@ def fig_accuracy_vs_timesteps(df: pd.DataFrame):
     d = pd.concat([a, b])
     d = d[d["T_infer"].notna()]
     _need(d, "hardening rows with metric accuracy_at_t<t> (or accuracy_at_T with extra.T_infer) (run the 'hardening' bench kind)")
-    d = d.assign(T_infer=d["T_infer"].astype(float), recipe=[_recipe(r) for r in d.to_dict("records")])
+    d = d.assign(T_infer=d["T_infer"].astype(float), recipe=[recipe_name(r) for r in d.to_dict("records")])
     cols = ["dataset", "model"]
     keys = _panel_keys(d, cols)
     shown = keys[:MAX_PANELS]
@@ -564,7 +587,9 @@ def fig_accuracy_vs_timesteps(df: pd.DataFrame):
 
 def fig_firing_rate(df: pd.DataFrame):
     """Mean firing rate per spiking layer for clean and triggered inputs (grouped bars),
-    one panel per model and attack."""
+    one panel per model and attack. Runs of one attack with different settings (poison rates)
+    share the panel: the bars are their mean, the error bars the min-max range, and the title
+    says how many settings it averages."""
     d = normalize(df)
     d = keyed(d, "firing_rate", "layer", (":", "/"), key_pattern=r".+")
     d = d.assign(triggered=params(d, "triggered"))
@@ -588,11 +613,13 @@ def fig_firing_rate(df: pd.DataFrame):
                 if q.empty:
                     continue
                 g = _stats(q, [], "layer").set_index("layer").reindex(layers)
-                ax.bar(x + (k - 0.5) * w, g["mean"].to_numpy(float), width=w, color=c, label=name)
+                has_range = bool((g["count"] > 1).any())
+                ax.bar(x + (k - 0.5) * w, g["mean"].to_numpy(float), width=w, color=c, label=name,
+                       yerr=_range(g) if has_range else None, error_kw={"elinewidth": 0.7, "capsize": 2})
             ax.set_xticks(x, layers, rotation=30 if len(layers) > 4 else 0, ha="right" if len(layers) > 4 else "center")
             ax.set_xlabel("spiking layer (input to output)")
             ax.set_ylabel("firing rate (spikes / neuron / step)")
-            ax.set_title(_panel_title(key, cols))
+            ax.set_title(_panel_title(key, cols) + _settings_note(p, "mean"))
             ax.legend(loc="best")
         _note_truncated(fig, len(shown), len(keys))
     return _finish(fig, d)

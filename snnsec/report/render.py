@@ -289,8 +289,13 @@ def draw_figures(df: pd.DataFrame) -> list[tuple[str, str, object, str | None]]:
     return out
 
 
+def write_png(fig, path, *, dpi: int = style.DPI) -> Path:
+    """``fig`` as a PNG at ``path`` (atomically): what commands use for the figures they write."""
+    return atomic_write_with(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+
+
 def save_figure(fig, out_dir: Path, name: str) -> tuple[Path, Path]:
-    png = atomic_write_with(out_dir / f"{name}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=style.DPI))
+    png = write_png(fig, out_dir / f"{name}.png")
     # No creation date in the PDF, so the same rows give the same file.
     pdf = atomic_write_with(out_dir / f"{name}.pdf",
                             lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}))
@@ -443,7 +448,7 @@ def save_gallery(df: pd.DataFrame, out_dir, *, max_bytes: int = 300_000, dpi: in
         if fig is None:
             continue
         for d in (dpi, 120, 100, 80, 60):
-            path = atomic_write_with(out / f"{name}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=d))
+            path = write_png(fig, out / f"{name}.png", dpi=d)
             if path.stat().st_size <= max_bytes:
                 break
         else:

@@ -15,7 +15,7 @@ robust_accuracy        metric ``robust_accuracy``, attack ``adversarial:<name>``
                        integrity check: metric ``reliable`` = 0 or ``extra.reliable = false``, with
                        ``extra.unreliable_reasons``; every row of that ``run_id`` is then flagged
 defense_heatmap_*      defense set, attack ``backdoor:<trigger>``; metric ``attack_success_rate``
-                       (after the defense) and/or ``auroc`` / ``detection_auroc``
+                       or ``asr`` (after the defense) and/or ``auroc`` / ``detection_auroc``
 trigger_gallery        metric ``gallery_clip`` (value: T), attack ``backdoor:<trigger>``,
                        ``extra = {"variant": "clean" | "poisoned", "sample": i,
                        "frames": [T][P][H][W] list}``; one row per variant
@@ -51,7 +51,8 @@ JSON_COLUMNS = ("attack_params", "defense_params", "config", "versions", "extra"
 # metric role -> the metric names that play it (synonyms: different producers, same quantity).
 METRICS: dict[str, tuple[str, ...]] = {
     "clean_accuracy": ("clean_accuracy",),
-    "asr": ("attack_success_rate",),
+    # The defense bench writes "asr" (beside "asr_before") for the ASR after a repair.
+    "asr": ("attack_success_rate", "asr"),
     "robust_accuracy": ("robust_accuracy",),
     "worst_case": ("robust_accuracy_worst", "worst_case_robust_accuracy"),
     "auroc": ("detection_auroc", "auroc"),
@@ -116,7 +117,7 @@ FIGURES: tuple[FigureSpec, ...] = (
                "adversarial rows with metric robust_accuracy and attack_params.eps, one attack per row; the "
                "per-sample worst case as attack 'worst_case' (or metric robust_accuracy_worst)"),
     FigureSpec("defense_heatmap_asr", "fig_defense_heatmap", "ASR after defense, per defense and trigger",
-               "defense rows (defense set, attack 'backdoor:<trigger>') with metric attack_success_rate"),
+               "defense rows (defense set, attack 'backdoor:<trigger>') with metric attack_success_rate (or asr)"),
     FigureSpec("defense_heatmap_auroc", "fig_defense_heatmap", "Detection AUROC, per defense and trigger",
                "defense rows (defense set, attack 'backdoor:<trigger>') with metric detection_auroc (or auroc)"),
     FigureSpec("trigger_gallery", "fig_trigger_gallery", "Clean and poisoned frames over time",
@@ -158,10 +159,13 @@ def _parse(v):
     return {"_value": v}
 
 
-def normalize(df: pd.DataFrame | None) -> pd.DataFrame:
-    """Rows as :func:`snnsec.results.load` gives them -> every documented column, JSON parsed."""
+def normalize(df: pd.DataFrame | list[dict] | None) -> pd.DataFrame:
+    """Rows as :func:`snnsec.results.load` gives them, or as :func:`snnsec.results.make_rows`
+    builds them (a list of dicts) -> every documented column, JSON parsed."""
     if df is None:
         df = pd.DataFrame(columns=list(COLUMNS))
+    if isinstance(df, list):
+        df = pd.DataFrame(df, columns=list(COLUMNS))
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"expected a pandas DataFrame of result rows, got {type(df).__name__}")
     if getattr(df, "attrs", {}).get("snnsec_normalized"):

@@ -18,8 +18,8 @@ from snnsec.attacks.adversarial.eot import EOT, is_stochastic
 from snnsec.attacks.adversarial.evaluate import (AdversarialEvaluation, EvalConfig, evaluate, expand_attacks,
                                                  format_eps, parse_eps)
 from snnsec.attacks.adversarial.gradients import DEFAULT_SWEEP, gradient_mode, parse_gradient
-from snnsec.attacks.adversarial.report import evaluation_rows, plot_robustness, save_evaluation
+from snnsec.attacks.adversarial.report import evaluation_rows, save_evaluation
 
 __all__ = ["ATTACKS", "DEFAULT_SWEEP", "EOT", "AdversarialEvaluation", "Attack", "Counter", "EvalConfig", "FlipResult",
            "SpikeFlip", "attack_names", "evaluate", "evaluation_rows", "expand_attacks", "flips_to_reach", "format_eps",
-           "gradient_mode", "is_stochastic", "parse_eps", "parse_gradient", "plot_robustness", "save_evaluation"]
+           "gradient_mode", "is_stochastic", "parse_eps", "parse_gradient", "save_evaluation"]

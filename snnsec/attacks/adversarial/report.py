@@ -1,51 +1,21 @@
-"""Outputs of a robustness evaluation: metrics.json, the robust-accuracy-vs-eps figure, result rows.
+"""Outputs of a robustness evaluation: metrics.json, result rows, and the robust-accuracy-vs-eps
+figure drawn from those rows (:func:`snnsec.report.figures.fig_robust_accuracy`, so
+``snnsec report`` redraws the same figure from the store).
 
-Every output carries ``reliable``: the figure's title says UNRELIABLE and lists the failed
-checks, metrics.json has ``reliable: false`` and ``unreliable_reasons``, and every row's
-``extra`` holds ``reliable`` (plus one ``check:NAME`` row per check and a ``reliable`` row).
+Every output carries ``reliable``: the figure's title says UNRELIABLE and rings the points of
+the run, metrics.json has ``reliable: false`` and ``unreliable_reasons``, and every row's
+``extra`` holds ``reliable`` and ``unreliable_reasons`` (plus one ``check:NAME`` row per check
+and a ``reliable`` row).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from snnsec._io import atomic_write_json, atomic_write_with
+from snnsec._io import atomic_write_json
 from snnsec.attacks.adversarial.evaluate import AdversarialEvaluation, format_eps
 
-__all__ = ["evaluation_rows", "plot_robustness", "save_evaluation"]
-
-
-def plot_robustness(ev: AdversarialEvaluation, path: str | Path, title: str = "") -> Path:
-    """Robust accuracy vs eps (x in units of 1/255): one curve per attack, the worst case in black."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    eps = [0.0] + [e for e in ev.config.eps if e > 0]
-    xs = [e * 255 for e in eps]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for a in ev.attacks():
-        ys = [ev.clean_accuracy] + [float(ev.robust_mask(e, a).float().mean()) for e in eps[1:]]
-        ax.plot(xs, ys, marker="o", lw=1.2, ms=3, label=a)
-    ys = [ev.clean_accuracy] + [ev.robust_accuracy[e] for e in eps[1:]]
-    ax.plot(xs, ys, color="black", lw=2.4, marker="s", ms=4, label="worst case")
-    if len(xs) > 2 and min(x for x in xs if x > 0) > 0:
-        ax.set_xscale("symlog", linthresh=min(x for x in xs if x > 0))
-    ax.set_xlabel("eps (L-inf, x/255)")
-    ax.set_ylabel("robust accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    failed = [r["check"] for r in ev.check_rows if r["passed"] is False]
-    passed = sum(r["passed"] is True for r in ev.check_rows)
-    head = f"{title}  n={ev.n}" if title else f"n={ev.n}"
-    verdict = ("UNRELIABLE: failed " + ", ".join(sorted(set(failed)))) if failed else f"checklist passed ({passed} checks)"
-    ax.set_title(f"{head}\n{verdict}", fontsize=9, color="red" if failed else "black")
-    fig.tight_layout()
-    out = atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=120))
-    plt.close(fig)
-    return out
+__all__ = ["evaluation_rows", "save_evaluation"]
 
 
 def evaluation_rows(ev: AdversarialEvaluation, *, dataset: str, model: str, T: int | None, seed: int | None,
@@ -101,16 +71,21 @@ def evaluation_rows(ev: AdversarialEvaluation, *, dataset: str, model: str, T: i
 def save_evaluation(ev: AdversarialEvaluation, out: str | Path, *, dataset: str, model: str, T: int | None,
                     seed: int | None, config: dict, store=None, append_rows: bool = True, title: str = "",
                     extra: dict | None = None) -> dict:
-    """Write ``out/metrics.json`` and ``out/robustness.png`` and append rows to ``store``. Returns the metrics."""
+    """Write ``out/metrics.json`` and ``out/robustness.png`` (drawn from the rows; ``title``, if
+    given, goes above it) and append the rows to ``store``. Returns the metrics."""
     from snnsec import results
+    from snnsec.report.figures import fig_robust_accuracy
+    from snnsec.report.render import write_png
 
     out = Path(out)
     metrics = {**ev.to_dict(), "dataset": dataset, "model": model, "T": T, "seed": seed, "run_config": config,
                **(extra or {})}
     atomic_write_json(out / "metrics.json", metrics)
-    plot_robustness(ev, out / "robustness.png", title=title or f"{model} on {dataset}")
-    if not append_rows:
-        return metrics
     rows = evaluation_rows(ev, dataset=dataset, model=model, T=T, seed=seed, config=config, extra=extra)
-    results.Store(store if store is not None else results.default_store_path()).append(rows)
+    fig = fig_robust_accuracy(rows)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    write_png(fig, out / "robustness.png")
+    if append_rows:
+        results.Store(store if store is not None else results.default_store_path()).append(rows)
     return metrics

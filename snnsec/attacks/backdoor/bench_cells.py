@@ -6,11 +6,9 @@ from snnsec.bench import register_kind
 
 
 def backdoor_cell(cell: dict, *, progress: bool = True) -> dict:
-    from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor
+    from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor, run_output
 
-    cfg = BackdoorConfig.from_cell(cell)
-    res = run_backdoor(cfg, progress=progress)
-    return {"metrics": res.metrics, "attack": f"backdoor:{cfg.trigger}", "attack_params": cfg.attack_params()}
+    return run_output(run_backdoor(BackdoorConfig.from_cell(cell), progress=progress))
 
 
 register_kind("backdoor", backdoor_cell)

@@ -1,7 +1,10 @@
 """One backdoor experiment end to end: data -> trigger -> poisoned training -> CA, ASR, SSIM.
 
 The CLI (``snnsec attack backdoor``) and the bench kind ``backdoor`` both call
-:func:`run_backdoor`; neither holds logic of its own.
+:func:`run_backdoor` and store :func:`run_output`; neither holds logic of its own. Besides the
+metrics a run stores the rows the report draws (see :mod:`snnsec.report.schema`): one
+``gallery_clip`` row per variant (the clean test sample and its poisoned version) and one
+``firing_rate`` row per spiking layer for clean and for triggered test inputs.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class BackdoorResult:
     poisoned_indices: np.ndarray | None
     test_frames: torch.Tensor
     test_labels: torch.Tensor
+    test_triggered: torch.Tensor
 
     def attack_spec(self) -> dict[str, Any]:
         """What ``model.json['attack']`` records so the trigger can be re-applied by name."""
@@ -178,5 +182,61 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
         for k in ("events_added", "events_removed", "l0", "l1"):
             m[f"event_{k}"] = float(np.mean([c[k] for c in changes]))
     return BackdoorResult(model=model, trigger=trigger, spec=spec, config=config, metrics=m, history=history,
-                          poisoned_indices=poisoned, test_frames=x_test, test_labels=y_test)
+                          poisoned_indices=poisoned, test_frames=x_test, test_labels=y_test, test_triggered=x_trig)
+
+
+# Firing rates are measured on at most this many non-target test samples (a seeded subset):
+# two extra forwards over them, whatever the size of the test split.
+FIRING_SAMPLES = 512
+# Non-integer frame values (the dynamic trigger's perturbation) are stored to 3 decimals: the
+# gallery scales each frame by its peak (>= 1 for event frames) into 8-bit colour, whose step
+# 1/255 is larger than the rounding error.
+FRAME_DECIMALS = 3
+
+
+def pick_example(labels: torch.Tensor, target: int) -> int:
+    """First test sample that is not of the target class (the ones ASR is measured on)."""
+    idx = torch.nonzero(labels != target).flatten()
+    return int(idx[0]) if len(idx) else 0
+
+
+def compact_frames(frames: torch.Tensor) -> list:
+    """Frames ``[T, P, H, W]`` as nested lists for a row's ``extra``: integers when every value
+    is one (binary and count frames), else rounded to :data:`FRAME_DECIMALS`."""
+    f = frames.detach().cpu().double()
+    if torch.equal(f, f.round()):
+        return f.long().tolist()
+    return f.round(decimals=FRAME_DECIMALS).tolist()
+
+
+def row_groups(result: BackdoorResult) -> list[dict[str, Any]]:
+    """The run's rows besides its metrics, as :mod:`snnsec.bench` row groups: the gallery clip
+    (clean and poisoned) of one non-target test sample, and the firing rate of every spiking
+    layer on non-target test samples, clean and triggered."""
+    from snnsec.activity import firing_rates
+
+    c = result.config
+    y = result.test_labels
+    i = pick_example(y, c.target)
+    groups: list[dict[str, Any]] = [
+        {"metrics": {"gallery_clip": float(x.shape[1])}, "extra": {"variant": variant, "sample": i, "frames": compact_frames(x[i])}}
+        for variant, x in (("clean", result.test_frames), ("poisoned", result.test_triggered))]
+    nontarget = torch.nonzero(y != poison_label(y, c.target, c.mode, result.spec.num_classes)).flatten()
+    g = torch.Generator().manual_seed(c.seed)
+    idx = nontarget[torch.randperm(len(nontarget), generator=g)[:FIRING_SAMPLES]].sort().values
+    if len(idx) == 0:
+        return groups
+    for triggered, x in ((False, result.test_frames), (True, result.test_triggered)):
+        for li, r in enumerate(firing_rates(result.model, x[idx])):
+            groups.append({"metrics": {"firing_rate": r.rate},
+                           "extra": {"layer": r.label, "module": r.module, "layer_index": li, "triggered": triggered,
+                                     "n_samples": len(idx)}})
+    return groups
+
+
+def run_output(result: BackdoorResult) -> dict[str, Any]:
+    """What the run stores, in the form of a bench cell's output (:func:`snnsec.bench.rows_for_cell`)."""
+    c = result.config
+    return {"metrics": result.metrics, "attack": f"backdoor:{c.trigger}", "attack_params": c.attack_params(),
+            "groups": row_groups(result)}
 
