@@ -33,13 +33,18 @@ from snnsec.defenses import base as defenses
 
 DEFAULT_METHODS = ("nc", "margin")
 DATA_FREE = ("margin",)
-# Combining: a model is backdoored when at least one method flags it AND more than half of the
-# methods name the same class as their most suspicious one (flagged or not). On 16 tiny planted
-# models (8 backdoored, 8 clean; tests/defense_helpers, seeds 10-17) NC alone was right on 11/16
-# (every backdoor, but 5 clean models flagged: classes with naturally small triggers), the margin
-# test alone on 11/16 (4 backdoors missed, 1 clean flagged), this rule on 13/16 (7/8
-# backdoors with the right target, 2/8 clean flagged). A lone method decides alone.
-COMBINE_RULE = "backdoored when a method flags class k and more than half of the methods name k as most suspicious"
+# The verdict. When the membrane-margin test ran, it decides (flag and target); the other
+# methods are reported as evidence. Measured on csnn checkpoints of the N-MNIST subset (T=8,
+# 10 epochs; backdoors static->1, moving->3, flash->9 and three clean seeds): the margin test
+# alone was right on 6/6 with the right targets; Neural Cleanse, even run to its early stop,
+# flagged a clean model (class 6, anomaly index 2.2 to 2.7: digits have naturally small
+# triggers), missed the static backdoor (index 1.6 and 1.9) and named the wrong class for the
+# flash one; the earlier vote rule (a flag plus a majority naming the same class) got 4/6.
+# Without the margin test, a flag counts when more than half of the methods name the same
+# class as most suspicious; a lone method decides alone.
+DECIDING = "margin"
+COMBINE_RULE = ("the membrane-margin test decides when it ran, the other methods are evidence; otherwise backdoored "
+                "when a method flags class k and more than half of the methods name k as most suspicious")
 
 
 @dataclass
@@ -62,6 +67,9 @@ class AuditResult:
 
 def combine(detections: dict[str, defenses.Detection]) -> tuple[bool, int | None]:
     """(backdoored, target) from several model inspections (see COMBINE_RULE)."""
+    if DECIDING in detections:
+        d = detections[DECIDING]
+        return bool(d.backdoored), (d.target if d.backdoored else None)
     need = len(detections) // 2 + 1
     for d in detections.values():  # in the order the methods ran: the first agreeing flag wins
         if d.backdoored:
