@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from snnsec import models
 from snnsec.attacks.adversarial import (ATTACKS, DEFAULT_SWEEP, EOT, Attack, EvalConfig, SpikeFlip, evaluate,
-                                        expand_attacks, flips_to_reach, gradient_mode, parse_eps, save_evaluation)
+                                        evaluation_rows, expand_attacks, flips_to_reach, gradient_mode, parse_eps,
+                                        save_evaluation)
 from snnsec.attacks.adversarial import checks as C
 from adversarial_helpers import T, Leaky, hard_threshold_copy, trained_csnn
 
@@ -304,7 +305,7 @@ def test_config_parsing():
     assert Attack(torch.nn.Linear(2, 2), "square", 0.1, num_classes=2).queries == 5000
 
 
-def test_evaluate_spikeflip_reports_flips_against_events(trained):
+def test_evaluate_spikeflip_reports_flips_against_events(trained, tmp_path):
     model, x, y = trained
     cfg = EvalConfig(attacks="spikeflip", eps=("8/255",), flip_budget=400, flip_step=8, checks=False)
     ev = evaluate(model, x[:16], y[:16], cfg, progress=False)
@@ -314,4 +315,10 @@ def test_evaluate_spikeflip_reports_flips_against_events(trained):
     assert f["median_flips"] <= 400
     assert f["flips_for_5pct"] is None or f["flips_for_5pct"] <= 400
     json.dumps(ev.to_dict())  # no infinities
-    assert ev.runs == []  # no L-inf attack ran: robust accuracy per eps is the clean accuracy
+    # No L-inf attack ran: there is no robust-accuracy curve (not the clean accuracy at every eps).
+    assert ev.runs == [] and ev.robust_accuracy == {} and ev.eps_half() is None
+    rows = evaluation_rows(ev, dataset="synthetic", model="tiny", T=4, seed=0, config=cfg.to_dict())
+    assert not any(r["attack"] == "adversarial:worst-case" for r in rows)
+    assert any(r["metric"] == "median_flips" for r in rows)
+    save_evaluation(ev, tmp_path / "flip", dataset="synthetic", model="tiny", T=4, seed=0, config=cfg.to_dict(), append_rows=False)
+    assert (tmp_path / "flip" / "metrics.json").is_file() and not (tmp_path / "flip" / "robustness.png").exists()

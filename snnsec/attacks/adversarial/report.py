@@ -32,7 +32,7 @@ def evaluation_rows(ev: AdversarialEvaluation, *, dataset: str, model: str, T: i
                              attack="adversarial", attack_params=ev.config.to_dict(), extra=base_extra)
     costs = ev.costs()
     norms = ev.norms()
-    for e in ev.config.eps:
+    for e in ev.robust_accuracy:
         key = format_eps(e)
         rows += results.make_rows(**common, metrics={"robust_accuracy": ev.robust_accuracy[e],
                                                      "attack_success_rate": ev.success_rate(e)},
@@ -82,10 +82,11 @@ def save_evaluation(ev: AdversarialEvaluation, out: str | Path, *, dataset: str,
                **(extra or {})}
     atomic_write_json(out / "metrics.json", metrics)
     rows = evaluation_rows(ev, dataset=dataset, model=model, T=T, seed=seed, config=config, extra=extra)
-    fig = fig_robust_accuracy(rows)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    write_png(fig, out / "robustness.png")
+    if ev.robust_accuracy:  # spike flips alone have no eps curve to draw
+        fig = fig_robust_accuracy(rows)
+        if title:
+            fig.suptitle(title, fontsize=8)
+        write_png(fig, out / "robustness.png")
     if append_rows:
         results.Store(store if store is not None else results.default_store_path()).append(rows)
     return metrics
