@@ -158,6 +158,16 @@ def test_anomaly_index_per_class_both_conventions(rows, df):
     np.testing.assert_allclose(_bars(resnet, "anomaly index")[1], [r["value"] for r in rows if r["run_id"] == "nc-2"])
 
 
+def test_a_clean_model_without_attack_gets_its_own_panel(rows, tmp_path):
+    # A clean model's audit rows have no attack; read back from SQLite (pandas 3 keeps it
+    # missing under astype(str)) its panel must still sort among and match as text.
+    clean = [{**r, "attack": None, "attack_params": None, "run_id": "nc-clean"} for r in rows if r["run_id"] == "nc-1"]
+    data = F.figure_data(F.fig_anomaly_index(R.stored(rows + clean, tmp_path / "r.sqlite")))
+    np.testing.assert_allclose(_bars(_panel(data, "ndigits / csnn / neural_cleanse"), "anomaly index")[1],
+                               [r["value"] for r in clean])
+    assert _panel(data, "ndigits / csnn / backdoor:static / neural_cleanse")
+
+
 def test_strip_histograms_hold_every_stored_entropy(rows, df):
     data = F.figure_data(F.fig_strip_entropy(df))
     csnn = _panel(data, "ndigits / csnn / backdoor:static")

@@ -177,7 +177,7 @@ def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         p = p.assign(_ap=p["attack_params"], _dp=p["defense_params"],
                      attack_params=[params_text(x) for x in p["attack_params"]],
                      defense_params=[params_text(x) for x in p["defense_params"]],
-                     **{c: p[c].astype(str).replace({"None": "", "nan": "", "<NA>": ""}) for c in ("dataset", "model", "T", "attack", "defense")})
+                     **{c: p[c].astype(str).replace({"None": "", "nan": "", "<NA>": ""}).fillna("") for c in ("dataset", "model", "T", "attack", "defense")})
         # Runs whose configs differ beyond the seed are different settings, even when their
         # params columns agree (epochs, model kwargs ...): the differing keys get a column.
         cfg = [_flatten(_strip(c, ())) for c in p["config"]]
@@ -238,7 +238,7 @@ def provenance_table(rows: pd.DataFrame) -> pd.DataFrame:
     t["defense_params"] = [params_text(x) for x in d["defense_params"]]
     t["value"] = ["" if m in ARRAY_METRICS else (f"{v:.6g}" if pd.notna(v) else "") for m, v in zip(d["metric"], d["value"])]
     t["versions"] = [", ".join(f"{k} {v}" for k, v in sorted(x.items())) for x in d["versions"]]
-    return t.astype(str).replace({"None": "", "nan": "", "<NA>": ""}).sort_values(["run_id", "metric"], kind="stable")
+    return t.astype(str).replace({"None": "", "nan": "", "<NA>": ""}).fillna("").sort_values(["run_id", "metric"], kind="stable")
 
 
 def markdown_table(t: pd.DataFrame) -> str:
