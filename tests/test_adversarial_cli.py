@@ -58,6 +58,18 @@ def test_cli_writes_metrics_figure_and_rows(ckpt, tmp_path, capsys):
     assert ("reliable" in printed) or ("UNRELIABLE" in printed)
 
 
+def test_cli_spike_flips_print_flips_and_no_eps_curve(ckpt, tmp_path, capsys):
+    out = tmp_path / "flip"
+    code = main(["attack", "adversarial", str(ckpt), "--data", "ndigits", "--attacks", "spikeflip", "--n-samples", "8",
+                 "--flip-budget", "200", "--flip-step", "10", "--out", str(out), "--no-progress"])
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["robust_accuracy"] == {} and m["flips"]["median_events"] > 0
+    printed = capsys.readouterr().out
+    assert "no eps-bounded attack run" in printed
+    assert f"median {m['flips']['median_flips']:g} flipped events" in printed
+
+
 def test_cli_rejects_bad_eps(ckpt, tmp_path, capsys):
     code = main(["attack", "adversarial", str(ckpt), "--eps", "8", "--out", str(tmp_path / "x"), "--no-progress"])
     assert code == 2

@@ -74,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
     ev, _ = run_checkpoint(args.checkpoint, data=args.data, root=args.root, split=args.split, n_samples=args.n_samples,
                            config=config, out=args.out, store=args.store, progress=not args.no_progress)
     curve = ", ".join(f"{format_eps(e)}: {a:.3f}" for e, a in ev.robust_accuracy.items())
-    print(f"n={ev.n} clean_accuracy={ev.clean_accuracy:.4f} robust_accuracy (worst case) {curve}")
+    print(f"n={ev.n} clean_accuracy={ev.clean_accuracy:.4f} "
+          + (f"robust_accuracy (worst case) {curve}" if curve else "no eps-bounded attack run"))
+    if ev.flips is not None:
+        f = ev.flips
+        print(f"spike flips: median {f['median_flips']:g} flipped events per sample (median events per sample "
+              f"{f['median_events']:g}); {f['flips_for_5pct']} flips bring robust accuracy to 5%")
     print("reliable" if ev.reliable else "UNRELIABLE: " + "; ".join(ev.unreliable_reasons()))
     print(f"-> {args.out}")
     return 0
