@@ -20,14 +20,15 @@ Run to convergence (800 steps) on N-MNIST csnn checkpoints, a static-trigger mod
 norm 8.5 against 17-55 for the other digits, anomaly index 1.93 (< 2); a clean model's largest
 index was 1.30. The candidate (the largest index, flagged or not) was the true target.
 
-All K candidates are optimised together: the K stamped copies of one clean batch go through the
-network in ONE forward per step, each class with its own cost schedule (Adam is elementwise, so
-this is the per-class optimisation run side by side; finished classes leave the batch).
-``batched=False`` runs the classic loop with identical numbers. On one CPU thread both do the
-same arithmetic: batching saves per-call overhead (10x fewer op calls) but its elementwise
-(LIF) ops stream 10x larger tensors out of cache (~1.5x slower per element), so the two take
-about the same time (0.97-1.04x the loop's speed, tests/benchmarks/bench_nc_batched.py). The
-gain is for devices where one class's batch leaves the hardware idle.
+All K candidates can be optimised together: the K stamped copies of one clean batch go through
+the network in ONE forward per step, each class with its own cost schedule (Adam is elementwise,
+so this is the per-class optimisation run side by side; finished classes leave the batch).
+The per-class loop gives identical numbers. ``batched=None`` (the default) batches on an
+accelerator and loops on the CPU: on one CPU thread both do the same arithmetic, and the
+batched run's ~10x larger activations (~2.4 GB peak for K=10 on a 34x34, T=8 csnn) are
+handed back to the kernel and page-faulted afresh every step by glibc's malloc, which made it
+0.65x the loop's speed (tests/benchmarks/bench_nc_batched.py); keeping freed blocks in the
+heap brought it to parity, but only by changing the allocator for the whole process.
 
 ``temporal=True`` (registered as ``nc-temporal``) gives every frame its own mask and adds a
 temporal-smoothness penalty ``sum_t |m_{t+1} - m_t|``, for moving triggers; its L1 is the
@@ -36,7 +37,6 @@ per-frame L1 averaged over frames, so it is on the same scale as the static mask
 
 from __future__ import annotations
 
-import ctypes
 import sys
 from dataclasses import dataclass
 
@@ -60,33 +60,6 @@ def mad_anomaly(norms) -> tuple[np.ndarray, float, float]:
 
 def _atanh_param(v: torch.Tensor) -> torch.Tensor:
     return torch.atanh((v - 0.5) * (2 - 1e-4))
-
-
-_HEAP_KEPT = False
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc's malloc serve and keep large blocks in the heap (process-wide, once).
-
-    By default glibc hands every freed block above 32 MiB back to the kernel (munmap), so each
-    step of the batched run page-faults its activations afresh (~95 MB per activation, ~2.4 GB
-    peak, for K=10 on a 34x34 T=8 csnn with 16 samples per class): 270k minor faults a step and
-    0.54x the per-class loop's speed (7.6 s vs 4.1 s for 4 steps, 1 thread); with blocks kept,
-    14-20k faults a step and 1.0x (4.0 s vs 4.0 s). The benchmark (12 steps, 3 rounds): 0.65x
-    with glibc's defaults, 0.98x with blocks kept. The cost: the process keeps its peak heap
-    after NC returns.
-    """
-    global _HEAP_KEPT
-    if _HEAP_KEPT or not sys.platform.startswith("linux"):
-        return
-    _HEAP_KEPT = True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl): nothing to tune
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, -1)  # -1: never trim (mallopt(3))
 
 
 class _Schedule:
@@ -172,7 +145,7 @@ class NeuralCleanse(Defense):
     anomaly_threshold: float = 2.0
     temporal: bool = False
     smooth: float = 1.0  # weight of the temporal-smoothness term relative to L1 (temporal only)
-    batched: bool = True
+    batched: bool | None = None  # None: batched on an accelerator, per-class loop on the CPU
     seed: int = 0
     progress: bool = False
 
@@ -183,8 +156,9 @@ class NeuralCleanse(Defense):
         K = int(getattr(model, "num_classes", 0)) or int(model(x[:1]).shape[1])
         classes = list(range(K)) if classes is None else [int(c) for c in classes]
         with inspection_mode(model):
-            if self.batched:
-                _keep_freed_memory()
+            on_cpu = next(model.parameters(), x).device.type == "cpu"
+            batched = self.batched if self.batched is not None else not on_cpu
+            if batched:
                 res = self._reverse(model, x, classes)
             else:
                 parts = [self._reverse(model, x, [k]) for k in classes]
@@ -200,7 +174,7 @@ class NeuralCleanse(Defense):
             method=self.name, backdoored=backdoored, target=classes[best] if backdoored else None,
             statistic=float(anomaly[best]), scores=anomaly.tolist(), candidate=classes[best],
             evidence={"l1_norms": norms.tolist(), "median": med, "mad": mad, "flagged": flagged,
-                      "reached": res["reached"].bool().tolist(), "epochs_run": res["epochs_run"].tolist(),
+                      "reached": res["reached"].bool().tolist(), "epochs_run": res["epochs_run"].tolist(), "batched": batched,
                       "classes": classes, "anomaly_threshold": self.anomaly_threshold, "history": res["history"]},
             artifacts={"masks": res["mask"], "patterns": res["pattern"]},
         )
