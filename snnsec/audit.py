@@ -34,14 +34,14 @@ from snnsec.defenses import base as defenses
 DEFAULT_METHODS = ("nc", "margin")
 DATA_FREE = ("margin",)
 # The verdict. When the membrane-margin test ran, it decides (flag and target); the other
-# methods are reported as evidence. Measured on csnn checkpoints of the N-MNIST subset (T=8,
-# 10 epochs; backdoors static->1, moving->3, flash->9 and three clean seeds): the margin test
-# alone was right on 6/6 with the right targets; Neural Cleanse, even run to its early stop,
-# flagged a clean model (class 6, anomaly index 2.2 to 2.7: digits have naturally small
-# triggers), missed the static backdoor (index 1.6 and 1.9) and named the wrong class for the
-# flash one; the earlier vote rule (a flag plus a majority naming the same class) got 4/6.
-# Without the margin test, a flag counts when more than half of the methods name the same
-# class as most suspicious; a lone method decides alone.
+# methods are reported as evidence. Measured on 10 csnn checkpoints of the N-MNIST subset (T=8,
+# 10 epochs; static->1, moving->3, smart->5, flash->9, dynamic->7 and five clean seeds; table in
+# defenses/README.md): the margin test alone was right on 10/10 with the right targets; Neural
+# Cleanse alone on 6/10 (it missed static, smart and flash, naming the wrong class for flash,
+# and flagged a clean model's class 6: digits have naturally small triggers); the earlier vote
+# rule (a flag plus a majority naming the same class) on 8/10. Without the margin test, a flag
+# counts when more than half of the methods name the same class as most suspicious; a lone
+# method decides alone.
 DECIDING = "margin"
 COMBINE_RULE = ("the membrane-margin test decides when it ran, the other methods are evidence; otherwise backdoored "
                 "when a method flags class k and more than half of the methods name k as most suspicious")
@@ -161,17 +161,6 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
 # --------------------------------------------------------------------------- rows
 
 
-def detection_groups(d: defenses.Detection) -> list[dict[str, Any]]:
-    """Row groups (:mod:`snnsec.bench`) a model inspection adds besides its verdict metrics:
-    the anomaly index per class, for detections that threshold one (Neural Cleanse and its
-    temporal variant)."""
-    ev = d.evidence
-    if "anomaly_threshold" not in ev or "classes" not in ev:
-        return []
-    return [{"metrics": {f"anomaly_index_class_{int(k)}": float(v) for k, v in zip(ev["classes"], d.scores)},
-             "extra": {"flagged": [int(c) for c in ev.get("flagged", [])]}}]
-
-
 def _planted(meta: dict) -> tuple[str | None, dict[str, Any]]:
     # What the checkpoint says was planted (backdoor runs record it): labels the rows only,
     # the audit itself never reads it.
@@ -200,7 +189,7 @@ def audit_rows(result: AuditResult) -> list[dict]:
         common = {"defense": name, "defense_params": result.params.get(name, {}),
                   "extra": {"target": d.target, "candidate": d.candidate}}
         groups.append({**common, "metrics": {**d.metrics(), "seconds": result.seconds[name]}})
-        groups += [{**common, **g} for g in detection_groups(d)]
+        groups += [{**common, **g} for g in d.row_groups()]
     return rows_for_cell(cell, {"metrics": {"backdoored": float(result.backdoored)}, "attack": attack,
                                 "attack_params": attack_params, "defense": "audit",
                                 "defense_params": {"combine": COMBINE_RULE},

@@ -92,6 +92,15 @@ class Detection:
             m["target_correct"] = float(self.backdoored and self.target == int(true_target))
         return m
 
+    def row_groups(self) -> list[dict[str, Any]]:
+        """Row groups (:mod:`snnsec.bench`) besides :meth:`metrics`: the anomaly index per class,
+        for detections that threshold one (Neural Cleanse and its temporal variant)."""
+        ev = self.evidence
+        if "anomaly_threshold" not in ev or "classes" not in ev:
+            return []
+        return [{"metrics": {f"anomaly_index_class_{int(k)}": float(v) for k, v in zip(ev["classes"], self.scores)},
+                 "extra": {"flagged": [int(c) for c in ev.get("flagged", [])]}}]
+
     def to_json(self) -> dict[str, Any]:
         return {"backdoored": bool(self.backdoored), "target": None if self.target is None else int(self.target),
                 "candidate": None if self.candidate is None else int(self.candidate), "statistic": float(self.statistic), "scores": [float(s) for s in self.scores], **self.evidence}

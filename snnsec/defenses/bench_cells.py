@@ -9,7 +9,7 @@ inspects the same model.
 
 Metrics by defense kind:
 - model inspection: ``flagged``, ``target_correct``, ``statistic``, ``seconds``; Neural
-  Cleanse adds ``anomaly_index_class_<k>`` rows (:func:`snnsec.audit.detection_groups`);
+  Cleanse adds ``anomaly_index_class_<k>`` rows (:meth:`snnsec.defenses.base.Detection.row_groups`);
 - input inspection (STRIP): ``tpr``, ``fpr``, ``auroc`` on the clean test split plus its
   triggered non-target samples (threshold from a held-out clean half), and the entropies of
   both groups as ``strip_entropy`` rows (:meth:`snnsec.defenses.strip.Strip.row_groups`);
@@ -91,12 +91,10 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     groups: list[dict] = []
     if det.kind == "model":
-        from snnsec.audit import detection_groups
-
         n = int(cell.get("clean_samples", 100))
         d = det(model, x_test[:n]) if name != "margin" else det(model)
         m = d.metrics(target)
-        groups = detection_groups(d)
+        groups = d.row_groups()
     elif det.kind == "input":
         half = torch.arange(len(x_test)) % 2 == 0
         det.fit(model, x_test[half], x_test[~half])
