@@ -24,6 +24,7 @@ from snnsec.report.schema import (
     ADVERSARIAL_CLEAN_ATTACK,
     METRICS,
     MissingData,
+    as_text,
     attack_name,
     is_backdoor,
     is_hardening,
@@ -134,14 +135,8 @@ def _stats(d: pd.DataFrame, by: list[str], x: str) -> pd.DataFrame:
     return g.sort_values(by + [x], kind="stable")
 
 
-def _key_strings(col: pd.Series) -> pd.Series:
-    # pandas 3 keeps missing values missing under astype(str); a clean model's row has no
-    # attack, and its panel key must still sort and match as text.
-    return col.astype(object).where(col.notna(), "None").astype(str)
-
-
 def _panel_keys(d: pd.DataFrame, cols: list[str]) -> list[tuple]:
-    keys = pd.DataFrame({c: _key_strings(d[c]) for c in cols}).drop_duplicates().itertuples(index=False, name=None)
+    keys = pd.DataFrame({c: as_text(d[c]) for c in cols}).drop_duplicates().itertuples(index=False, name=None)
     return sorted(keys)
 
 
@@ -152,7 +147,7 @@ def _panel_title(key: tuple, cols: list[str]) -> str:
 def _subset(d: pd.DataFrame, cols: list[str], key: tuple) -> pd.DataFrame:
     mask = np.ones(len(d), dtype=bool)
     for c, v in zip(cols, key):
-        mask &= (_key_strings(d[c]) == v).to_numpy()
+        mask &= (as_text(d[c]) == v).to_numpy()
     return d[mask]
 
 

@@ -24,7 +24,8 @@ from snnsec._io import atomic_write_text, atomic_write_with
 from snnsec.report import figures as F
 from snnsec.report.figures import _flatten, _strip
 from snnsec.report import style
-from snnsec.report.schema import ARRAY_METRICS, COLUMNS, FIGURES, JSON_COLUMNS, MissingData, family, normalize, unreliable_runs
+from snnsec.report.schema import (ARRAY_METRICS, COLUMNS, FIGURES, JSON_COLUMNS, MissingData, as_text, family, normalize,
+                                  unreliable_runs)
 
 FAMILIES = (
     ("backdoor", "Backdoor attacks"),
@@ -177,7 +178,7 @@ def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         p = p.assign(_ap=p["attack_params"], _dp=p["defense_params"],
                      attack_params=[params_text(x) for x in p["attack_params"]],
                      defense_params=[params_text(x) for x in p["defense_params"]],
-                     **{c: p[c].astype(str).replace({"None": "", "nan": "", "<NA>": ""}).fillna("") for c in ("dataset", "model", "T", "attack", "defense")})
+                     **{c: as_text(p[c]) for c in ("dataset", "model", "T", "attack", "defense")})
         # Runs whose configs differ beyond the seed are different settings, even when their
         # params columns agree (epochs, model kwargs ...): the differing keys get a column.
         cfg = [_flatten(_strip(c, ())) for c in p["config"]]
@@ -238,7 +239,7 @@ def provenance_table(rows: pd.DataFrame) -> pd.DataFrame:
     t["defense_params"] = [params_text(x) for x in d["defense_params"]]
     t["value"] = ["" if m in ARRAY_METRICS else (f"{v:.6g}" if pd.notna(v) else "") for m, v in zip(d["metric"], d["value"])]
     t["versions"] = [", ".join(f"{k} {v}" for k, v in sorted(x.items())) for x in d["versions"]]
-    return t.astype(str).replace({"None": "", "nan": "", "<NA>": ""}).fillna("").sort_values(["run_id", "metric"], kind="stable")
+    return t.apply(as_text).sort_values(["run_id", "metric"], kind="stable")
 
 
 def markdown_table(t: pd.DataFrame) -> str:

@@ -143,6 +143,14 @@ def _blank(v) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or v == ""
 
 
+def as_text(col: pd.Series) -> pd.Series:
+    """A column as display and key text, missing values (and their spellings "None", "nan",
+    "<NA>") as "". pandas 3 keeps missing values missing under ``astype(str)``, so a clean
+    model's row (no attack) would otherwise neither sort nor match among strings."""
+    text = col.astype(object).where(col.notna(), "").astype(str)
+    return text.replace({"None": "", "nan": "", "<NA>": ""})
+
+
 def _parse(v):
     if isinstance(v, dict):
         return v
