@@ -32,9 +32,9 @@ def evaluation_rows(ev: AdversarialEvaluation, *, dataset: str, model: str, T: i
                              attack="adversarial", attack_params=ev.config.to_dict(), extra=base_extra)
     costs = ev.costs()
     norms = ev.norms()
-    for e in ev.robust_accuracy:
+    for e, worst in ev.robust_accuracy.items():
         key = format_eps(e)
-        rows += results.make_rows(**common, metrics={"robust_accuracy": ev.robust_accuracy[e],
+        rows += results.make_rows(**common, metrics={"robust_accuracy": worst,
                                                      "attack_success_rate": ev.success_rate(e)},
                                   attack="adversarial:worst-case", attack_params={"eps": e, "eps_label": key,
                                                                                   "attacks": ev.attacks()},
