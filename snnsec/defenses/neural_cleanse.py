@@ -27,7 +27,7 @@ The per-class loop gives identical numbers. ``batched=None`` (the default) batch
 accelerator and loops on the CPU: on one CPU thread both do the same arithmetic, and the
 batched run's ~10x larger activations (~2.4 GB peak for K=10 on a 34x34, T=8 csnn) are
 handed back to the kernel and page-faulted afresh every step by glibc's malloc, which made it
-0.65x the loop's speed (tests/benchmarks/bench_nc_batched.py); keeping freed blocks in the
+0.52-0.65x the loop's speed (tests/benchmarks/bench_nc_batched.py); keeping freed blocks in the
 heap brought it to parity, but only by changing the allocator for the whole process.
 
 ``temporal=True`` (registered as ``nc-temporal``) gives every frame its own mask and adds a
