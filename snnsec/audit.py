@@ -109,9 +109,10 @@ def _round_robin(groups: list[torch.Tensor]) -> torch.Tensor:
 def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: int = 100,
           methods=DEFAULT_METHODS, method_params: dict[str, dict] | None = None, seed: int = 0,
           samples: torch.Tensor | None = None, progress: bool = True, store=None,
-          append_rows: bool = True) -> AuditResult:
+          append_rows: bool = True, arch=None) -> AuditResult:
     """Audit ``checkpoint``; ``samples`` (frames [N, T, P, H, W]) replaces loading a dataset.
-    Rows go to ``store`` (default: the results store) unless ``append_rows`` is False."""
+    Rows go to ``store`` (default: the results store) unless ``append_rows`` is False. ``arch``
+    allows the checkpoint's ``module:function`` factory (:func:`snnsec.checkpoint.load`)."""
     from snnsec import checkpoint as ckpt
     from snnsec import provenance
 
@@ -124,20 +125,22 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
         if defenses.get(m).kind != "model":
             raise ValueError(f"--methods: {m!r} is a {defenses.get(m).kind}-inspection defense; audit runs model "
                              f"inspections: {defenses.names('model')}")
-    model, meta = ckpt.load(checkpoint)
+    # Every detector is made (its parameters range-checked) before anything is loaded or run.
+    dets = {m: defenses.make(m, **{"seed": seed, "progress": progress, **(method_params or {}).get(m, {})}) for m in methods}
+    model, meta = ckpt.load(checkpoint, arch=arch)
     needs_data = [m for m in methods if m not in DATA_FREE]
+    K = int(meta["build"]["num_classes"])
+    if needs_data and samples is None and not (isinstance(n_clean, int) and n_clean >= K):
+        raise ValueError(f"--clean-samples: {needs_data} need at least one clean sample per class, so N >= {K} "
+                         f"(the checkpoint's classes), got {n_clean!r}; or run the data-free --methods margin")
     x = None
     source = None
     if needs_data and samples is not None:
         x, source = defenses.check_frames(samples, "audit: samples")[:n_clean], "samples given by the caller"
     elif needs_data:
-        if n_clean < 1:
-            raise ValueError(f"--clean-samples: {needs_data} need clean samples; give N >= 1 or use --methods margin")
         x, _, source = clean_samples(meta, n_clean, data=data, root=root, seed=seed)
     detections, seconds, used = {}, {}, {}
-    for m in methods:
-        params = {"seed": seed, "progress": progress, **(method_params or {}).get(m, {})}
-        det = defenses.make(m, **params)
+    for m, det in dets.items():
         used[m] = {k: v for k, v in det.params().items() if k != "progress"}
         t0 = time.perf_counter()
         detections[m] = det(model, x) if m not in DATA_FREE else det(model, x, input_shape=getattr(model, "input_shape", None))

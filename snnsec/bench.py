@@ -11,6 +11,7 @@ A spec (TOML) declares one ``kind`` of cell and a grid::
     [[sweep]]                   # each sweep: lists are crossed, scalars fixed
     trigger = ["static", "moving"]
     rate = [0.01, 0.05, 0.1]
+    seed = [0, 1, 2]            # optional: this sweep's seeds instead of the spec's
 
 A cell is ``{"kind": ..., **base, **one combination of a sweep, "seed": s}``; its key is
 ``snnsec.results.config_hash(cell)``. Cells already in the store are skipped, and each
@@ -110,9 +111,13 @@ def parse_spec(d: dict[str, Any], *, source: str = "spec") -> Spec:
     plugins = _as_list(d.get("plugins", []))
     cells, seen = [], set()
     for i, sweep in enumerate(sweeps):
-        keys = list(sweep)
+        # A sweep that lists its own seeds (five clean models beside one backdoor each) uses those.
+        keys = [k for k in sweep if k != "seed"]
+        sweep_seeds = _as_list(sweep["seed"]) if "seed" in sweep else seeds
+        if not sweep_seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in sweep_seeds):
+            raise ValueError(f"{source}: sweep {i + 1}: field 'seed' must be an integer or a list of integers, got {sweep['seed']!r}")
         for combo in itertools.product(*[_as_list(sweep[k]) for k in keys]):
-            for seed in seeds:
+            for seed in sweep_seeds:
                 cell = {"kind": d["kind"], **base, **dict(zip(keys, combo)), "seed": int(seed)}
                 missing = [k for k in REQUIRED if k not in cell]
                 if missing:

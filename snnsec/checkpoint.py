@@ -17,21 +17,33 @@ stem beside it) or the ``.json``. A ``.pt``/``.pth`` file (with its ``.json``) i
 with ``torch.load(weights_only=True)``: a file that holds anything but tensors and plain
 containers is refused before any of it runs.
 
-Auditing your own model. Write a factory with the registry's signature and name it in
-``arch`` as ``"package.module:function"``::
+Trust. A checkpoint is untrusted input: nothing in its files causes an import or runs code.
+Its ``arch`` builds when it is a registered name (:func:`snnsec.models.register`). An ``arch``
+of the form ``"package.module:function"`` builds only when you name that same factory yourself:
+``load(path, arch="package.module:function")`` (or the factory object), ``--arch
+package.module:function`` on the CLI, or by registering the factory under any name in Python
+before loading. Otherwise :class:`UntrustedArchitecture` says what the file asks to import
+and how to allow it. ``arch_kwargs`` must be parameters of the factory, and the weight shapes
+are compared with a skeleton of the model built on PyTorch's ``meta`` device (no memory)
+before the real model is allocated. Only regular files are read (a FIFO or ``/dev/zero`` is
+refused before it is opened).
+
+Auditing your own model. Write a factory that takes any of ``in_channels, num_classes,
+sensor_hw, T`` plus its own keyword arguments, and save with ``arch`` naming it::
 
     # mypkg/nets.py
-    def my_net(*, in_channels, num_classes, sensor_hw, T, width=32):
-        return SpikingClassifier(...)     # or a backbone that snnsec.models wraps
+    def my_net(in_channels=2, num_classes=10, width=32):
+        return MyBackbone(...)     # or a SpikingClassifier
 
     checkpoint.save("ckpt", model, arch="mypkg.nets:my_net", arch_kwargs={"width": 32}, spec=spec, recipe={})
+    checkpoint.load("ckpt", arch="mypkg.nets:my_net")           # you name the factory: allowed
+    $ snnsec audit ckpt --arch mypkg.nets:my_net --out audit/
 
-:func:`load` then imports ``mypkg.nets`` (it must be importable, e.g. installed or on
-``PYTHONPATH``) and calls ``my_net(in_channels=..., num_classes=..., sensor_hw=..., T=...,
-width=32)`` through :func:`snnsec.models.build`, then loads the weights into the result.
-Importing a module runs its code: only load factory checkpoints whose module you trust.
-If you would rather keep the weights in a ``.pt``, save ``model.state_dict()`` with
-``torch.save`` and write the ``.json`` with :func:`write_meta`.
+Framing is part of the contract: ``spec.slicing`` and ``spec.binary`` say how the model was
+fed (see :class:`snnsec.data.spec.DataSpec`: tonic's event-count or time bins, bins from
+t = 0, or spikingjelly's ``split_by='number'``; binary or counts), and the audit and attacks
+frame their data exactly that way. If you would rather keep the weights in a ``.pt``, save
+``model.state_dict()`` with ``torch.save`` and write the ``.json`` with :func:`write_meta`.
 """
 
 from __future__ import annotations
@@ -41,8 +53,9 @@ import hashlib
 import json
 import os
 import pickle
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -55,9 +68,32 @@ WEIGHTS = "model.safetensors"
 META = "model.json"
 PT_SUFFIXES = (".pt", ".pth")
 _LIST_LIMIT = 12
+# Metadata is a few kB; a larger file is not checkpoint metadata, and reading it whole would let
+# a file under audit take the machine's memory.
+META_MAX_BYTES = 16 << 20
+
+
+class UntrustedArchitecture(ValueError):
+    """A checkpoint names code to import that the caller has not allowed."""
+
+
+def regular_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file (symlinks followed); a FIFO, device or folder is refused
+    before it is opened, so it can neither block the audit nor feed it endless bytes."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode) else
+                "a block device" if stat.S_ISBLK(mode) else "a folder" if stat.S_ISDIR(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ValueError(f"{path}: {what} must be a regular file, but this is {kind}; copy the file itself here")
+    return path
 
 
 def _sha256(path: Path) -> str:
+    regular_file(path, "checkpoint weights")
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -136,20 +172,20 @@ def _resolve(path: str | os.PathLike) -> tuple[Path, Path]:
     if p.is_dir():
         meta = p / META
         for name in (WEIGHTS, *(f"model{s}" for s in PT_SUFFIXES)):
-            if (p / name).is_file():
-                return p / name, meta
+            if (p / name).exists():
+                return regular_file(p / name, "checkpoint weights"), meta
         raise FileNotFoundError(f"{p}: no checkpoint weights in this folder (expected {WEIGHTS} or model.pt)")
     if not p.exists():
         raise FileNotFoundError(f"checkpoint not found: {p}")
     suffix = p.suffix.lower()
     if suffix == ".json":
         for s in (".safetensors", *PT_SUFFIXES):
-            if p.with_suffix(s).is_file():
-                return p.with_suffix(s), p
+            if p.with_suffix(s).exists():
+                return regular_file(p.with_suffix(s), "checkpoint weights"), p
         raise FileNotFoundError(f"{p}: no weights beside it (expected {p.with_suffix('.safetensors').name} or "
                                 f"{p.with_suffix('.pt').name})")
     if suffix == ".safetensors" or suffix in PT_SUFFIXES:
-        return p, p.with_suffix(".json")
+        return regular_file(p, "checkpoint weights"), p.with_suffix(".json")
     raise ValueError(f"{p}: not a checkpoint snnsec reads (expected a folder, .safetensors, .json, or a weights-only "
                      f".pt/.pth); pickled formats ({suffix or 'no suffix'}) are never loaded because unpickling runs code")
 
@@ -157,8 +193,12 @@ def _resolve(path: str | os.PathLike) -> tuple[Path, Path]:
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check checkpoint metadata; errors name the file and the field."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint metadata not found: {path} (each weights file needs its .json)")
+    regular_file(path, "checkpoint metadata")
+    if path.stat().st_size > META_MAX_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes is not checkpoint metadata (at most {META_MAX_BYTES}); "
+                         "expected the model.json written by snnsec.checkpoint.save")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -200,23 +240,80 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return {**meta, "arch_kwargs": meta.get("arch_kwargs") or {}, "build": build}
 
 
-def build_model(meta: dict[str, Any], *, source: str = "checkpoint metadata") -> nn.Module:
-    """The untrained model that ``meta`` describes (via :func:`snnsec.models.build`)."""
+def trusted_factory(file_arch: str, allowed: str | Callable | None = None, *, source: str = "checkpoint metadata"):
+    """The factory (or registered name) to build ``file_arch`` with, importing nothing the
+    caller did not name: see the module doc. ``allowed`` is what the caller named (``--arch``)."""
     from snnsec import models
 
+    def mismatch(named: str):
+        return ValueError(f"{source}: field 'arch' is {file_arch!r}, but you named {named!r} (--arch); "
+                          f"the weights were saved for {file_arch!r}. Name that factory, or drop --arch.")
+
+    allowed_id = None if allowed is None else (allowed if isinstance(allowed, str) else models.factory_id(allowed))
+    if file_arch in models.names():
+        if allowed_id is not None and allowed_id not in (file_arch, models.factory_id(models.resolve(file_arch))):
+            raise mismatch(allowed_id)
+        return file_arch
+    if ":" not in file_arch:
+        raise ValueError(f"{source}: field 'arch': unknown model {file_arch!r}; registered: {', '.join(models.names())}. "
+                         f"If it is your own factory, register it (snnsec.models.register) before loading.")
+    if allowed_id is not None:
+        if allowed_id != file_arch:
+            raise mismatch(allowed_id)
+        return allowed if callable(allowed) else models.resolve(allowed)  # the caller named it: they trust it
+    registered = models.registered_as(file_arch)
+    if registered is not None:
+        return registered
+    raise UntrustedArchitecture(
+        f"{source}: field 'arch' asks to import and call {file_arch!r}. snnsec never imports code named by a "
+        f"checkpoint: the file could name any function (torch.hub:load runs a hubconf.py shipped beside the "
+        f"weights). Nothing was imported. If you trust that factory, name it yourself: "
+        f"`--arch {file_arch}` on the command line, checkpoint.load(path, arch={file_arch!r}) in Python, or "
+        f"snnsec.models.register(name, factory, ...) before loading.")
+
+
+def build_model(meta: dict[str, Any], *, source: str = "checkpoint metadata", arch: str | Callable | None = None,
+                state: dict[str, torch.Tensor] | None = None, state_source: str = "weights") -> nn.Module:
+    """The untrained model that ``meta`` describes (via :func:`snnsec.models.build`).
+
+    ``arch`` is the factory the caller allows (see :func:`trusted_factory`). With ``state``, the
+    weight names and shapes are checked on a ``meta``-device skeleton before the real model is
+    allocated, so a file asking for ``hidden=10**8`` fails without taking 800 GB.
+    """
+    from snnsec import models
+
+    factory = trusted_factory(meta["arch"], arch, source=source)
     b = meta["build"]
-    try:
-        return models.build(meta["arch"], in_channels=b["in_channels"], num_classes=b["num_classes"],
-                            sensor_hw=tuple(b["sensor_hw"]), T=b["T"], **meta["arch_kwargs"])
-    except (KeyError, ValueError, TypeError, ImportError, AttributeError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise ValueError(f"{source}: cannot build architecture {meta['arch']!r} with arch_kwargs "
-                         f"{meta['arch_kwargs']}: {msg}") from exc
+    where = f"{source}: field 'arch_kwargs'"
+
+    def make():
+        try:
+            return models.build(factory, in_channels=b["in_channels"], num_classes=b["num_classes"],
+                                sensor_hw=tuple(b["sensor_hw"]), T=b["T"], **meta["arch_kwargs"])
+        except (KeyError, ValueError, TypeError, ImportError, AttributeError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise ValueError(f"{where}: cannot build architecture {meta['arch']!r} with arch_kwargs "
+                             f"{meta['arch_kwargs']}: {msg}") from exc
+
+    # arch_kwargs against the factory's signature, before the factory runs at all
+    models.factory_arguments(models.resolve(factory) if isinstance(factory, str) else factory,
+                             {**b, "sensor_hw": tuple(b["sensor_hw"])}, meta["arch_kwargs"], where=where)
+    if state is not None:
+        try:
+            with torch.device("meta"):
+                skeleton = make()
+        except Exception:  # noqa: BLE001 - a factory that cannot run on 'meta' (snntorch's .item()) has
+            skeleton = None  # its shapes checked after the real build
+        if skeleton is not None:
+            check_state(skeleton, state, source=f"{state_source} (arch_kwargs from {source})", arch=meta["arch"])
+    model = make()
+    model.arch = meta["arch"]
+    return model
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state_dict from ``.safetensors``, or from a ``.pt`` read with ``weights_only=True``."""
-    path = Path(path)
+    path = regular_file(Path(path), "checkpoint weights")
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -271,10 +368,11 @@ def check_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str
                      + "; ".join(parts))
 
 
-def load(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+def load(path: str | os.PathLike, *, arch: str | Callable | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """``(model, meta)`` from a checkpoint folder, ``.safetensors``, ``.json`` or weights-only ``.pt``.
 
-    The model is rebuilt from ``meta`` (registry name or user factory, see the module doc),
+    The model is rebuilt from ``meta`` (a registered name, or the ``"module:function"`` factory
+    that ``arch`` allows; see the module doc),
     the weights are checked against it (every missing, unexpected or mis-shaped name is
     listed in the error) and loaded, and the model is returned in eval mode.
     ``meta["spec"]`` is a dict for :meth:`DataSpec.from_dict`.
@@ -285,8 +383,9 @@ def load(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     if recorded and weights.suffix == ".safetensors" and _sha256(weights) != recorded:
         raise ValueError(f"{weights}: contents differ from the sha256 recorded in {meta_path} (field 'weights.sha256'): "
                          f"the weights were replaced after the metadata was written")
+    trusted_factory(meta["arch"], arch, source=str(meta_path))  # refuse before reading any weights
     state = read_weights(weights)
-    model = build_model(meta, source=str(meta_path))
+    model = build_model(meta, source=str(meta_path), arch=arch, state=state, state_source=str(weights))
     check_state(model, state, source=str(weights), arch=meta["arch"])
     model.load_state_dict(state, strict=True)
     model.eval()

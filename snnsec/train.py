@@ -438,8 +438,9 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
 
 def evaluate_checkpoint(path: str | os.PathLike, *, data: str | None = None, root: str | os.PathLike | None = None,
                         T: int | None = None, split: str = "test", data_opts: dict | None = None, batch_size: int = 256,
-                        store: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
-    """Recompute the accuracy of a checkpoint on a split (``snnsec eval``).
+                        store: str | os.PathLike | None = None, progress: bool = True, arch=None) -> dict[str, Any]:
+    """Recompute the accuracy of a checkpoint on a split (``snnsec eval``); ``arch`` allows its
+    ``module:function`` factory (:func:`snnsec.checkpoint.load`).
 
     ``data``, ``T``, slicing and binarisation default to the checkpoint's DataSpec. Appends a
     ``clean_accuracy`` row to the store. Returns ``{"clean_accuracy", "n", "split", "T",
@@ -449,7 +450,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data: str | None = None, roo
     from snnsec.data import load
     from snnsec.data.spec import DataSpec
 
-    model, meta = checkpoint.load(path)
+    model, meta = checkpoint.load(path, arch=arch)
     ck_spec = DataSpec.from_dict(meta["spec"], source=f"{path}: field 'spec'")
     name = data or ck_spec.name
     Tn = int(T) if T is not None else ck_spec.T

@@ -23,6 +23,18 @@ ARCH = "defense_helpers:tiny_factory"
 FAST = ["--param", "nc.epochs=6", "--param", "nc.batches_per_epoch=4", "--param", "nc.batch_size=12"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tiny_registered():
+    # A checkpoint's "module:function" is never imported on its say-so; registering the
+    # factory (as a user's own code would) is one of the ways to allow it.
+    from defense_helpers import tiny_factory
+    from snnsec import models
+
+    models.register("tiny-test-net", tiny_factory, "the tests' tiny user architecture", replace=True)
+    yield
+    models._REGISTRY.pop("tiny-test-net", None)
+
+
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     x, y = synthetic(n_per_class=24, seed=0)
@@ -114,7 +126,14 @@ def test_malicious_pickle_is_refused(ckpts, tmp_path, capsys):
 @pytest.mark.parametrize("argv, msg", [
     (["--methods", "strip"], "input-inspection"),
     (["--methods", "bogus"], "unknown name"),
-    (["--methods", "nc", "--clean-samples", "0"], "need clean samples"),
+    (["--methods", "nc", "--clean-samples", "0"], "need at least one clean sample per class, so N >= 8"),
+    (["--methods", "nc", "--clean-samples", "7"], "N >= 8"),
+    (["--param", "nc.epochs=0"], "defense 'nc': parameter 'epochs' must be an integer >= 1, got 0"),
+    (["--param", "nc.epochs=-1"], "parameter 'epochs' must be an integer >= 1"),
+    (["--param", "nc.epochs=2.5"], "parameter 'epochs' must be int"),
+    (["--param", "margin.steps=0"], "defense 'margin': parameter 'steps' must be an integer >= 1"),
+    (["--param", "margin.p_threshold=2"], "parameter 'p_threshold' must be a number > 0 and <= 1"),
+    (["--param", "nc.anomaly_threshold=NaN"], "parameter 'anomaly_threshold' must be a number > 0"),
     (["--methods", "nc", "--param", "margin.steps=3"], "not among the methods"),
     (["--param", "nc.epochs"], "METHOD.KEY=VALUE"),
 ])

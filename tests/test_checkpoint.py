@@ -157,7 +157,7 @@ def test_metadata_errors_name_file_and_field(saved):
         ({"seed": "x"}, r"model\.json: field 'seed' must be an integer"),
         ({"spec": {"name": "toy"}}, r"model\.json: field 'spec': data spec is missing field\(s\) \['sensor_size', 'T'\]"),
         ({"build": {**good["build"], "T": 0}}, r"model\.json: field 'build\.T' must be a positive integer"),
-        ({"arch": "no-such-net"}, r"model\.json: cannot build architecture 'no-such-net'.*unknown model.*csnn"),
+        ({"arch": "no-such-net"}, r"model\.json: field 'arch': unknown model 'no-such-net'.*csnn"),
     ]:
         path.write_text(json.dumps({**good, **change}))
         with pytest.raises(ValueError, match=pattern):
@@ -193,7 +193,9 @@ def test_user_factory_round_trip(tmp_path, monkeypatch):
     torch.manual_seed(0)
     m = models.build("userpkg.nets:tiny", in_channels=2, num_classes=4, sensor_hw=(16, 16), T=4, width=6).eval()
     out = checkpoint.save(tmp_path / "ck", m, arch="userpkg.nets:tiny", arch_kwargs={"width": 6}, spec=SPEC, recipe={})
-    loaded, meta = checkpoint.load(out)
+    with pytest.raises(checkpoint.UntrustedArchitecture, match="--arch userpkg.nets:tiny"):
+        checkpoint.load(out)  # the file alone never gets its factory imported
+    loaded, meta = checkpoint.load(out, arch="userpkg.nets:tiny")
     assert meta["arch"] == "userpkg.nets:tiny"
     assert torch.equal(predict(loaded, _x()), predict(m, _x()))
     assert os.path.exists(out / "model.safetensors")

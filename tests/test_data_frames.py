@@ -79,3 +79,61 @@ def test_unsorted_time_is_named():
     ev = make_events([0, 1, 2], [0, 0, 0], [50, 10, 60], [0, 0, 0])
     with pytest.raises(ValueError, match=r"field 't' decreases at event 1"):
         to_frames(ev, (4, 1, 2), 2, "time")
+
+
+def _spikingjelly_framing():
+    """spikingjelly's own ``integrate_events_by_fixed_frames_number`` and its two helpers, run from
+    the installed source: ``import spikingjelly.datasets`` imports torchvision, which fails with
+    the CPU torch used here, so the three functions are compiled out of its file unchanged."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+    from typing import Optional
+
+    src_path = Path(importlib.util.find_spec("spikingjelly").submodule_search_locations[0]) / "datasets" / "utils.py"
+    tree = ast.parse(src_path.read_text(encoding="utf-8"))
+    wanted = {"integrate_events_segment_to_frame", "cal_fixed_frames_number_segment_index",
+              "integrate_events_by_fixed_frames_number"}
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
+    assert {d.name for d in defs} == wanted, f"{src_path} no longer defines {wanted}"
+    namespace = {"np": np, "Optional": Optional}
+    exec(compile(ast.Module(body=defs, type_ignores=[]), str(src_path), "exec"), namespace)
+    return namespace["integrate_events_by_fixed_frames_number"]
+
+
+def _time_zero_by_hand(ev, sensor, T):
+    """Binning from t = 0 as a user would write it: T equal windows over [0, t_last], every
+    event kept, with float edges and np.digitize."""
+    W, H, P = sensor
+    edges = np.linspace(0, int(ev["t"][-1]) + 1, T + 1)
+    frame = np.digitize(ev["t"], edges[1:-1])
+    out = np.zeros((T, P, H, W), dtype=np.int64)
+    np.add.at(out, (frame, ev["p"].astype(np.int64), ev["y"].astype(np.int64), ev["x"].astype(np.int64)), 1)
+    return out
+
+
+def test_number_slicing_equals_spikingjelly_split_by_number(nmnist_root, gesture_root):
+    sj = _spikingjelly_framing()
+    files = [*sorted(nmnist_root.glob("*/*/*.bin"))[::25], *sorted(gesture_root.glob("*.bs2"))]
+    differs_from_tonic = 0
+    for path in files:
+        ev = read_event_bin(path)
+        sensor = (34, 34, 2) if path.suffix == ".bin" else (128, 128, 2)
+        for T in (8, 7):
+            want = sj({k: ev[k] for k in ("t", "x", "y", "p")}, "number", T, sensor[1], sensor[0])
+            got = to_frames(ev, sensor, T, "number", binary=False)
+            assert np.array_equal(got, want), f"{path}: T={T}"
+            assert np.array_equal(to_frames(ev, sensor, T, "number", binary=True), np.minimum(want, 1))
+            differs_from_tonic += not np.array_equal(got, to_frames(ev, sensor, T, "events", binary=False))
+    # the last frame keeps the N % T events tonic's equal-count slicing drops
+    assert differs_from_tonic > 0
+
+
+def test_time_zero_slicing_equals_binning_by_hand(nmnist_root):
+    for path in sorted(nmnist_root.glob("*/*/*.bin"))[::10]:
+        ev = read_event_bin(path)
+        for T in (8, 5):
+            want = _time_zero_by_hand(ev, (34, 34, 2), T)
+            got = to_frames(ev, (34, 34, 2), T, "time-zero", binary=False)
+            assert np.array_equal(got, want), f"{path}: T={T}"
+            assert got.sum() == len(ev)  # nothing dropped, unlike tonic's time bins

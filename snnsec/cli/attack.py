@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from snnsec.cli import key_values
+from snnsec.data.spec import SLICINGS
 
 _ATTACK_SUBPARSERS = "_snnsec_attack_subparsers"
 
@@ -50,7 +51,7 @@ def register(sub) -> None:
     d.add_argument("--data", required=True, help="dataset name (ndigits, nmnist, dvsgesture, ...)")
     d.add_argument("--root", default=None, help="dataset folder (not needed for ndigits)")
     d.add_argument("--T", type=int, default=16, help="time steps (default 16, as Sneaky Spikes)")
-    d.add_argument("--slicing", default="events", choices=["events", "time"])
+    d.add_argument("--slicing", default="events", choices=SLICINGS)
     d.add_argument("--model", default="csnn", help="architecture name (see `snnsec models`)")
     d.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="architecture keyword (JSON value), repeatable")
     t = p.add_argument_group("trigger")

@@ -25,6 +25,9 @@ def register(sub) -> None:
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint folder, .safetensors or .json")
     p.add_argument("--data", default=None, help="dataset name (default: the checkpoint's)")
+    p.add_argument("--arch", metavar="MODULE:FUNCTION", default=None,
+                   help="allow the checkpoint's own factory: snnsec never imports code a checkpoint names, so a "
+                   "model.json whose arch is MODULE:FUNCTION loads only when you name the same factory here")
     p.add_argument("--root", default=None, help="dataset folder (not needed for ndigits)")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--attacks", default="pgd,apgd,square",
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     ev, _ = run_checkpoint(args.checkpoint, data=args.data, root=args.root, split=args.split, n_samples=args.n_samples,
-                           config=config, out=args.out, store=args.store, progress=not args.no_progress)
+                           config=config, out=args.out, store=args.store, progress=not args.no_progress,
+                           arch=args.arch)
     curve = ", ".join(f"{format_eps(e)}: {a:.3f}" for e, a in ev.robust_accuracy.items())
     print(f"n={ev.n} clean_accuracy={ev.clean_accuracy:.4f} "
           + (f"robust_accuracy (worst case) {curve}" if curve else "no eps-bounded attack run"))

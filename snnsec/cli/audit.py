@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="override a method parameter, e.g. nc.epochs=20 or margin.steps=500 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", metavar="MODULE:FUNCTION", default=None,
+                   help="allow the checkpoint's own factory: snnsec never imports code a checkpoint names, so a "
+                   "model.json whose arch is MODULE:FUNCTION loads only when you name the same factory here")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder")
     p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -56,7 +59,7 @@ def run(args) -> int:
     try:
         r = audit(args.checkpoint, out=args.out, data=args.data, root=args.root, n_clean=args.clean_samples,
                   methods=args.methods, method_params=parse_params(args.param), seed=args.seed, progress=not args.no_progress,
-                  store=args.store)
+                  store=args.store, arch=args.arch)
     except (CLIError, ValueError, FileNotFoundError, KeyError):
         raise
     except Exception as exc:

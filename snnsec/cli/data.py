@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from snnsec.data.spec import SLICINGS
+
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="inspect event datasets: sizes, class counts, event statistics, frame strips",
@@ -24,7 +26,7 @@ def register(sub) -> None:
     show.add_argument("--root", default=None, help="dataset folder (ndigits: cache folder)")
     show.add_argument("--split", default="test", choices=("train", "test"))
     show.add_argument("--T", type=int, default=16, help="number of frames (default 16)")
-    show.add_argument("--slicing", default="events", choices=("events", "time"))
+    show.add_argument("--slicing", default="events", choices=SLICINGS)
     show.add_argument("--counts", action="store_true", help="draw event counts instead of binary frames")
     show.add_argument("--out", required=True, help="image file to write (.png, .pdf, ...)")
     show.set_defaults(func=run_show)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from snnsec.cli import key_values
+from snnsec.data.spec import SLICINGS
 
 STORE_HELP = "results store (default: $SNNSEC_STORE or reports/results.sqlite)"
 
@@ -30,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--data-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="extra option for snnsec.data.load (repeatable)")
     p.add_argument("--T", type=int, default=None, help="time steps")
-    p.add_argument("--slicing", choices=["events", "time"], default=None, help="framing (default: the dataset's)")
+    p.add_argument("--slicing", choices=SLICINGS, default=None, help="framing (default: the dataset's)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (cosine-annealed to 0)")
@@ -50,6 +51,9 @@ def register(sub) -> None:
                        "measure its accuracy. Dataset, T and framing default to the checkpoint's DataSpec.")
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--data", default=None, help="dataset name (default: the checkpoint's)")
+    e.add_argument("--arch", metavar="MODULE:FUNCTION", default=None,
+                   help="allow the checkpoint's own factory: snnsec never imports code a checkpoint names, so a "
+                   "model.json whose arch is MODULE:FUNCTION loads only when you name the same factory here")
     e.add_argument("--root", default=None, help="dataset folder")
     e.add_argument("--T", type=int, default=None, help="time steps (default: the checkpoint's)")
     e.add_argument("--split", default="test", choices=["train", "test"])
@@ -87,7 +91,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     r = evaluate_checkpoint(args.checkpoint, data=args.data, root=args.root, T=args.T, split=args.split,
                             data_opts=key_values(args.data_opt, "--data-opt"), batch_size=args.batch_size,
-                            store=args.store, progress=not args.no_progress and sys.stderr.isatty())
+                            store=args.store, progress=not args.no_progress and sys.stderr.isatty(), arch=args.arch)
     recorded = "" if r["recorded"] is None else f" (checkpoint records {r['recorded']:.4f})"
     print(f"clean_accuracy={r['clean_accuracy']:.4f} on {r['data']} {r['split']} split, {r['n']} samples, "
           f"T={r['T']}{recorded}")

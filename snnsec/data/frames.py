@@ -12,6 +12,13 @@ tonic's slicing, reproduced exactly:
 * time: bins are ``(t_last - t_first) // T`` us wide, starting at ``t_first``; events at or
   after ``t_first + T * width`` (at least the last one) are dropped.
 
+Two more slicings state how models from other codebases were fed:
+
+* time-zero: T equal windows over ``[0, t_last]``, event at t in frame ``t * T // (t_last + 1)``;
+  every event is kept (a hand-written binning from the start of the recording).
+* number: spikingjelly's ``integrate_events_by_fixed_frames_number(split_by='number')``: frames
+  of ``N // T`` consecutive events, the last frame also takes the ``N % T`` left over.
+
 Where this deliberately differs from tonic (never on a real recording):
 
 * An empty stream gives zeros of shape ``(T, P, H, W)``; tonic returns float64 zeros shaped
@@ -32,9 +39,13 @@ from snnsec.data.spec import SLICINGS
 def bin_index(events: np.ndarray, T: int, slicing: str = "events") -> np.ndarray:
     """Frame index of each event (``>= T`` means dropped), by tonic's slicing rules above."""
     n = len(events)
-    if slicing == "events":
+    if slicing in ("events", "number"):
         width = max(n // T, 1)
-        return np.arange(n, dtype=np.int64) // width
+        b = np.arange(n, dtype=np.int64) // width
+        return np.minimum(b, T - 1) if slicing == "number" else b
+    if slicing == "time-zero":
+        t = events["t"].astype(np.int64)
+        return t * T // (int(t[-1]) + 1) if n else t
     if slicing == "time":
         t = events["t"].astype(np.int64)
         if n == 0:

@@ -10,15 +10,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SLICINGS = ("events", "time")
+# How a recording becomes T frames (snnsec.data.frames.bin_index has the exact rules):
+#   events     tonic ToFrame(n_event_bins=T): N // T events per frame, the last N % T dropped
+#   time       tonic ToFrame(n_time_bins=T): equal windows from the first event, the tail dropped
+#   time-zero  equal windows from t = 0 to the last event, every event kept
+#   number     spikingjelly split_by='number': N // T events per frame, the last frame takes the rest
+SLICINGS = ("events", "time", "time-zero", "number")
 
 
 @dataclass(frozen=True)
 class DataSpec:
     """How events became frames ``[T, P, H, W]``.
 
-    ``slicing`` is ``"events"`` (equal event counts per frame, as spikingjelly's
-    ``split_by='number'`` and Sneaky Spikes use) or ``"time"`` (equal time windows).
+    ``slicing`` is one of :data:`SLICINGS`: ``"events"`` (tonic's equal event counts,
+    as Sneaky Spikes uses), ``"time"`` (tonic's equal time windows from the first event),
+    ``"time-zero"`` (equal windows from t = 0) or ``"number"`` (spikingjelly's
+    ``split_by='number'``). A checkpoint's spec states how its model was fed, and the audit
+    and attacks frame their data exactly that way.
     ``binary`` frames hold 1 where a pixel fired at least once in the bin, else the
     per-pixel event count. Binary frames live in [0, 1], which is the attack domain.
     """

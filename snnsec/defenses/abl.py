@@ -12,12 +12,15 @@ Starts from the model given (a fresh one for the original protocol).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from snnsec.defenses._train import fit, per_sample_loss
-from snnsec.defenses.base import Defense, clone_model, Repair, check_frames, register
+from snnsec.defenses.base import (
+    COUNT, NONNEGATIVE, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Repair, check_frames, clone_model,
+    register)
 
 
 @register
@@ -25,6 +28,10 @@ from snnsec.defenses.base import Defense, clone_model, Repair, check_frames, reg
 class ABL(Defense):
     name = "abl"
     kind = "repair"
+
+    limits: ClassVar[dict[str, Limit]] = {"isolation_ratio": OPEN_FRACTION, "flooding": NONNEGATIVE, "tuning_epochs": COUNT,
+              "finetuning_epochs": NONNEGATIVE_COUNT, "unlearning_epochs": COUNT, "lr": POSITIVE,
+              "unlearning_lr": POSITIVE, "batch_size": COUNT}
 
     isolation_ratio: float = 0.01
     flooding: float = 0.5

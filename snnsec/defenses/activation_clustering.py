@@ -11,12 +11,13 @@ even split (a clean class cut in two) scores near zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from snnsec.defenses._features import representation
-from snnsec.defenses.base import DatasetScores, Defense, check_frames, register
+from snnsec.defenses.base import COUNT, FRACTION, DatasetScores, Defense, check_frames, register
 
 
 @register
@@ -24,6 +25,8 @@ from snnsec.defenses.base import DatasetScores, Defense, check_frames, register
 class ActivationClustering(Defense):
     name = "ac"
     kind = "dataset"
+
+    limits: ClassVar[dict[str, Limit]] = {"nb_dims": COUNT, "size_threshold": FRACTION}
 
     rep: str = "features"
     nb_dims: int = 10

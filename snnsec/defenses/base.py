@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -61,9 +62,61 @@ def _load_all() -> None:
                                  nc_unlearning, neural_cleanse, spectral, strip)
 
 
+@dataclass(frozen=True)
+class Limit:
+    """The range a numeric parameter must lie in (checked when a defense is made)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    integer: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"<= {self.high:g}")
+        return f"{kind} {' and '.join(parts)}".strip()
+
+    def admits(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.integer and not isinstance(v, int)):
+            return False
+        if not math.isfinite(v):
+            return False
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            return False
+        return self.high is None or v <= self.high
+
+
+COUNT = Limit(1, integer=True)  # epochs, steps, restarts, batch sizes: at least one
+NONNEGATIVE_COUNT = Limit(0, integer=True)
+POSITIVE = Limit(0, low_open=True)  # learning rates, costs, thresholds on scores
+NONNEGATIVE = Limit(0)
+FRACTION = Limit(0, 1)  # rates and ratios
+OPEN_FRACTION = Limit(0, 1, low_open=True)  # a fraction that must select something
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,)}
+
+
 class Defense:
     name: str = ""
     kind: str = ""
+    # Parameter ranges, checked when the defense is made (before any work): a wrong one is an
+    # error naming the parameter, never a silent "no backdoor found".
+    limits: ClassVar[dict[str, Limit]] = {}
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kinds = _TYPES.get(str(f.type).replace(" | None", ""))
+            optional = "None" in str(f.type)
+            if kinds and not (v is None and optional) and (not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds)):
+                raise ValueError(f"defense {self.name!r}: parameter '{f.name}' must be {str(f.type)}, got {v!r}")
+            limit = self.limits.get(f.name)
+            if limit is not None and not (v is None and optional) and not limit.admits(v):
+                raise ValueError(f"defense {self.name!r}: parameter '{f.name}' must be {limit.describe()}, got {v!r}")
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")}

@@ -9,11 +9,14 @@ fine-tune on the clean data with the pruned channels held at zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from snnsec.defenses._train import accuracy, fit
-from snnsec.defenses.base import Defense, clone_model, Repair, check_frames, inspection_mode, register
+from snnsec.defenses.base import (
+    COUNT, FRACTION, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Repair, check_frames, clone_model,
+    inspection_mode, register)
 
 
 def last_conv(model) -> torch.nn.Conv2d:
@@ -33,6 +36,9 @@ def last_conv(model) -> torch.nn.Conv2d:
 class FinePruning(Defense):
     name = "fine-pruning"
     kind = "repair"
+
+    limits: ClassVar[dict[str, Limit]] = {"max_acc_drop": FRACTION, "step": OPEN_FRACTION, "finetune_epochs": NONNEGATIVE_COUNT,
+              "lr": POSITIVE, "batch_size": COUNT}
 
     max_acc_drop: float = 0.1
     step: float = 0.01

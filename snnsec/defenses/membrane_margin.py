@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from snnsec.defenses.base import Defense, Detection, inspection_mode, register, rng
+from snnsec.defenses.base import COUNT, OPEN_FRACTION, POSITIVE, Defense, Detection, inspection_mode, register, rng
 
 
 def class_potentials(model, x: torch.Tensor, K: int, source: str | None = None) -> tuple[torch.Tensor, str]:
@@ -66,6 +67,8 @@ class MembraneMargin(Defense):
     # The reference runs SGD(lr 1e-2, momentum 0.2) for 5000 steps on inputs in [0, 10]. Our
     # frames live in [0, 1] (optimised through a sigmoid) and an audit has about a minute on
     # 2 cores, so this is a budget of 300 Adam steps, not a convergence guarantee.
+    limits: ClassVar[dict[str, Limit]] = {"steps": COUNT, "lr": POSITIVE, "restarts": COUNT, "p_threshold": OPEN_FRACTION}
+
     steps: int = 300
     lr: float = 0.05
     restarts: int = 3  # the reference's --npara: independent random starts per class, best kept

@@ -5,11 +5,12 @@ Neural Cleanse reversed, keeping their correct labels (Wang et al. 2019; Backdoo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from snnsec.defenses._train import fit
-from snnsec.defenses.base import Defense, clone_model, Repair, check_frames, register
+from snnsec.defenses.base import COUNT, FRACTION, POSITIVE, Defense, Repair, check_frames, clone_model, register
 from snnsec.defenses.neural_cleanse import NeuralCleanse, stamp
 
 
@@ -18,6 +19,8 @@ from snnsec.defenses.neural_cleanse import NeuralCleanse, stamp
 class NCUnlearning(Defense):
     name = "nc-unlearning"
     kind = "repair"
+
+    limits: ClassVar[dict[str, Limit]] = {"ratio": FRACTION, "epochs": COUNT, "lr": POSITIVE, "batch_size": COUNT}
 
     ratio: float = 0.2
     # 5 epochs on the small clean subset instead of BackdoorBench's 100.

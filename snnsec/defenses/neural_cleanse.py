@@ -39,13 +39,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from snnsec.defenses.base import Defense, Detection, check_frames, inspection_mode, register, rng
+from snnsec.defenses.base import (
+    COUNT, NONNEGATIVE, OPEN_FRACTION, POSITIVE, Defense, Detection, Limit, check_frames, inspection_mode,
+    register, rng)
 
 MAD_CONSISTENCY = 1.4826
 
@@ -125,6 +128,11 @@ class NeuralCleanse(Defense):
     # 34x34, T=8 csnn, 1 thread, busy machine). That is not convergence: on N-MNIST csnn
     # checkpoints every label's mask is still shrinking after 96 steps, and the norms settle only
     # after ~400-600 steps (early stop after 62-100 epochs); raise ``epochs`` for final norms.
+    limits: ClassVar[dict[str, Limit]] = {"epochs": COUNT, "batches_per_epoch": COUNT, "batch_size": COUNT, "lr": POSITIVE,
+              "init_cost": NONNEGATIVE, "cost_multiplier": Limit(1, low_open=True), "patience": COUNT,
+              "attack_succ_threshold": OPEN_FRACTION, "early_stop_threshold": POSITIVE,
+              "early_stop_patience": COUNT, "anomaly_threshold": POSITIVE, "smooth": NONNEGATIVE}
+
     epochs: int = 12
     batches_per_epoch: int = 8
     batch_size: int = 16

@@ -9,12 +9,13 @@ class's median score, so one class's scale does not swamp another's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from snnsec.defenses._features import representation
-from snnsec.defenses.base import DatasetScores, Defense, check_frames, register
+from snnsec.defenses.base import FRACTION, POSITIVE, DatasetScores, Defense, check_frames, register
 
 
 @register
@@ -22,6 +23,8 @@ from snnsec.defenses.base import DatasetScores, Defense, check_frames, register
 class SpectralSignatures(Defense):
     name = "ss"
     kind = "dataset"
+
+    limits: ClassVar[dict[str, Limit]] = {"eps": FRACTION, "eps_multiplier": POSITIVE}
 
     rep: str = "features"
     eps: float = 0.1  # expected poison rate (the attack default); 1.5x of it is removed per class

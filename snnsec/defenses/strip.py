@@ -13,11 +13,13 @@ inputs (empirical, not the original's normal fit: event-model entropies are skew
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from snnsec.defenses.base import Defense, InputScores, batched, check_frames, inspection_mode, register, rng
+from snnsec.defenses.base import (
+    COUNT, OPEN_FRACTION, Defense, InputScores, batched, check_frames, inspection_mode, register, rng)
 
 
 def superimpose(x: torch.Tensor, overlays: torch.Tensor, mode: str = "clip") -> torch.Tensor:
@@ -46,6 +48,8 @@ class Strip(Defense):
     kind = "input"
 
     # N=64 (TrojanZoo's default) instead of the original 100: every input costs N forwards.
+    limits: ClassVar[dict[str, Limit]] = {"n_overlays": COUNT, "frr": OPEN_FRACTION, "batch_size": COUNT}
+
     n_overlays: int = 64
     frr: float = 0.05
     mode: str = "clip"

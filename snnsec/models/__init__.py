@@ -7,14 +7,14 @@
 
 Auditing your own architecture
 ------------------------------
-Write a factory with this signature (keyword-only, extra keyword arguments allowed)::
+Write a factory that takes any of ``in_channels, num_classes, sensor_hw, T`` (the harness passes
+the ones its signature names) and your own keyword arguments::
 
     from snnsec.harness import SpikingClassifier
 
-    def my_factory(*, in_channels: int, num_classes: int, sensor_hw: tuple[int, int], T: int, **kwargs):
+    def my_factory(in_channels=2, num_classes=10, width=32):
         ...
-        return SpikingClassifier(backbone, T=T, in_channels=in_channels, num_classes=num_classes,
-                                 sensor_hw=sensor_hw, kind="multi-step")   # or just `backbone`
+        return backbone     # or a SpikingClassifier
 
 It returns a :class:`~snnsec.harness.SpikingClassifier`, or a bare ``nn.Module`` which is then
 wrapped as a multi-step backbone (time-first ``[T, B, P, H, W]`` in, ``[T, B, K]`` or ``[B, K]`` out,
@@ -23,24 +23,28 @@ state reset by ``functional.reset_net`` / a ``reset()`` method). Then either reg
     models.register("my-net", my_factory, "what it is")
     models.build("my-net", in_channels=2, num_classes=10, sensor_hw=(34, 34), T=16)
 
-or give ``"package.module:function"`` wherever an architecture name is accepted (``build``, the
-CLI's ``--model``, checkpoints' ``arch``): the module is imported and the function called the same
-way. Checkpoints store the arch string and kwargs, so a user model round-trips as long as the
-module is importable.
+or give ``"package.module:function"`` where *you* name an architecture (``build``, the CLI's
+``--model``): the module is imported and the function called the same way. A checkpoint that
+names ``"package.module:function"`` in its ``arch`` is never imported on its say-so; see
+:mod:`snnsec.checkpoint` for how to allow it.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch.nn as nn
 
 from snnsec.harness import SpikingClassifier
 
-__all__ = ["build", "describe", "names", "register", "resolve"]
+__all__ = ["BUILD_ARGS", "build", "describe", "factory_id", "names", "register", "registered_as", "resolve"]
+
+# What the harness knows about the input; a factory receives the ones its signature names.
+BUILD_ARGS = ("in_channels", "num_classes", "sensor_hw", "T")
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,23 @@ def describe() -> list[tuple[str, str]]:
     return [(n, e.description) for n, e in _REGISTRY.items()]
 
 
+def factory_id(factory: Callable) -> str:
+    """``"package.module:function"`` naming ``factory`` (what a checkpoint's ``arch`` holds)."""
+    target = getattr(factory, "target_id", None)
+    if target:
+        return target
+    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', getattr(factory, '__name__', '?'))}"
+
+
+def registered_as(arch_id: str) -> str | None:
+    """The registered name whose factory is ``arch_id`` (``"module:function"``), if any: a
+    factory the user registered has been imported by the user, so naming it imports nothing."""
+    for name, entry in _REGISTRY.items():
+        if factory_id(entry.factory) == arch_id:
+            return name
+    return None
+
+
 def resolve(arch: str) -> Callable[..., nn.Module]:
     """The factory for a registered name or a ``"package.module:function"`` string."""
     if not isinstance(arch, str):
@@ -92,15 +113,48 @@ def resolve(arch: str) -> Callable[..., nn.Module]:
     return fn
 
 
-def build(arch: str, *, in_channels: int, num_classes: int, sensor_hw: tuple[int, int], T: int, **kwargs) -> SpikingClassifier:
-    """Build architecture ``arch`` for input ``[B, T, in_channels, *sensor_hw]`` and ``num_classes`` outputs.
+def factory_arguments(factory: Callable, given: dict[str, Any], kwargs: dict[str, Any], *,
+                      where: str = "factory") -> dict[str, Any]:
+    """The keyword arguments to call ``factory`` with: the build arguments its signature names
+    (all of them when it takes ``**kwargs``) and ``kwargs``, each checked against the signature
+    before anything is built. A factory may take any subset of :data:`BUILD_ARGS`."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return {**given, **kwargs}  # a builtin without a signature: nothing to check against
+    params = sig.parameters
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {n for n, p in params.items() if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    clash = sorted(set(kwargs) & set(BUILD_ARGS))
+    if clash:
+        raise ValueError(f"{where}: arch_kwargs {clash} are set from the data, not by hand; remove them")
+    unknown = sorted(set(kwargs) - named) if not var_kw else []
+    if unknown:
+        raise ValueError(f"{where}: arch_kwargs {unknown} are not parameters of {factory_id(factory)}; "
+                         f"it takes {sorted(named - set(BUILD_ARGS)) or 'no keyword arguments'}")
+    args = {k: v for k, v in given.items() if var_kw or k in named}
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty
+                and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    missing = sorted(set(required) - set(args) - set(kwargs))
+    if missing:
+        raise ValueError(f"{where}: {factory_id(factory)} requires {missing}, which snnsec cannot supply "
+                         f"(it passes {list(BUILD_ARGS)} and arch_kwargs); give them defaults or arch_kwargs")
+    return {**args, **kwargs}
 
-    ``kwargs`` go to the factory (widths, neuron options, ``readout``, ...). The result records
-    ``arch`` and ``arch_kwargs`` so checkpoints can rebuild it.
+
+def build(arch: str | Callable[..., nn.Module], *, in_channels: int, num_classes: int, sensor_hw: tuple[int, int], T: int, **kwargs) -> SpikingClassifier:
+    """Build architecture ``arch`` (a registered name, ``"package.module:function"`` or the factory
+    itself) for input ``[B, T, in_channels, *sensor_hw]`` and ``num_classes`` outputs.
+
+    ``kwargs`` go to the factory (widths, neuron options, ``readout``, ...) and must be among
+    its parameters. The result records ``arch`` and ``arch_kwargs`` so checkpoints can rebuild it.
     """
-    factory = resolve(arch)
+    factory = resolve(arch) if isinstance(arch, str) else arch
+    name = arch if isinstance(arch, str) else factory_id(arch)
     sensor_hw = (int(sensor_hw[0]), int(sensor_hw[1]))
-    model = factory(in_channels=in_channels, num_classes=num_classes, sensor_hw=sensor_hw, T=T, **kwargs)
+    given = {"in_channels": in_channels, "num_classes": num_classes, "sensor_hw": sensor_hw, "T": T}
+    model = factory(**factory_arguments(factory, given, kwargs, where=f"architecture {name!r}"))
+    arch = name
     if not isinstance(model, SpikingClassifier):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model factory for {arch!r} returned {type(model).__name__}, expected an nn.Module")
@@ -110,13 +164,28 @@ def build(arch: str, *, in_channels: int, num_classes: int, sensor_hw: tuple[int
     return model
 
 
-def _lazy(module: str, fn: str) -> Callable[..., nn.Module]:
-    # importing every family up front would pull in the whole spikingjelly zoo for `snnsec models`
-    def factory(**kwargs):
-        return getattr(importlib.import_module(f"{__name__}.{module}"), fn)(**kwargs)
+class _Lazy:
+    """A factory of ours imported on first use: importing every family up front would pull in the
+    whole spikingjelly zoo for `snnsec models`. Its signature is the real factory's."""
 
-    factory.__name__ = fn
-    return factory
+    def __init__(self, module: str, fn: str) -> None:
+        self.module, self.__name__ = f"{__name__}.{module}", fn
+        self.target_id = f"{self.module}:{fn}"
+
+    @property
+    def target(self) -> Callable[..., nn.Module]:
+        return getattr(importlib.import_module(self.module), self.__name__)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self.target)
+
+    def __call__(self, **kwargs) -> nn.Module:
+        return self.target(**kwargs)
+
+
+def _lazy(module: str, fn: str) -> Callable[..., nn.Module]:
+    return _Lazy(module, fn)
 
 
 register("csnn", _lazy("csnn", "csnn"),

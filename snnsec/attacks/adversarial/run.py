@@ -34,18 +34,19 @@ def load_samples(data: str, *, split: str = "test", root=None, n_samples: int | 
 
 def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str = "test",
                    n_samples: int | None = 200, config: EvalConfig, out=None, store=None,
-                   append_rows: bool = True, progress: bool = True) -> tuple[AdversarialEvaluation, dict]:
+                   append_rows: bool = True, progress: bool = True, arch=None) -> tuple[AdversarialEvaluation, dict]:
     """Load ``checkpoint``, evaluate it on ``n_samples`` of ``data`` and (with ``out``) save everything.
 
     Data framing (T, slicing, binarisation) follows the checkpoint's DataSpec. Rows go to
     ``store`` unless ``append_rows`` is False (the bench runner stores its own). Returns the
-    evaluation and the metrics dict (as written to ``out/metrics.json``).
+    evaluation and the metrics dict (as written to ``out/metrics.json``). ``arch`` allows the
+    checkpoint's ``module:function`` factory (:func:`snnsec.checkpoint.load`).
     """
     from snnsec import checkpoint as ckpt
     from snnsec.attacks.adversarial.report import evaluation_rows, save_evaluation
     from snnsec.data.spec import DataSpec
 
-    model, meta = ckpt.load(checkpoint)
+    model, meta = ckpt.load(checkpoint, arch=arch)
     ck_spec = DataSpec.from_dict(meta["spec"], source=f"{checkpoint}: field 'spec'")
     name = data or ck_spec.name
     x, y, spec = load_samples(name, split=split, root=root, n_samples=n_samples, seed=config.seed, T=ck_spec.T,

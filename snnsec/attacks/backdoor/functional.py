@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from snnsec.data.frames import bin_index
+from snnsec.data.spec import SLICINGS
 
 POLARITIES = ("on", "off", "both", "erase")
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "middle", "random")
@@ -142,15 +143,18 @@ def inject_events(
     pols = event_polarities(polarity, P)
     t_all = events["t"]
     # Bin centres under snnsec.data.frames' (tonic's) slicing of the original stream.
-    if slicing == "events":
+    if slicing in ("events", "number"):
         width = max(n // T, 1)
         centres = t_all[np.minimum(np.arange(T) * width + width // 2, n - 1)]
+    elif slicing == "time-zero":
+        span = int(t_all[-1]) + 1
+        centres = ((2 * np.arange(T) + 1) * span // (2 * T)).astype(t_all.dtype)
     elif slicing == "time":
         t0 = int(t_all[0])
         width = max((int(t_all[-1]) - t0) // T, 1)
         centres = (t0 + np.arange(T) * width + width // 2).astype(t_all.dtype)
     else:
-        raise ValueError(f"slicing: expected 'events' or 'time', got {slicing!r}")
+        raise ValueError(f"slicing: expected one of {SLICINGS}, got {slicing!r}")
     ts, ys, xs = np.nonzero(mask)
     k = len(ts) * len(pols)
     new = np.zeros(k, dtype=events.dtype)
