@@ -115,5 +115,7 @@ def test_defense_bench_cell(setup, monkeypatch, name, expected):
             (False, int(held_out.sum())), (True, int((held_out & (yt != TARGET)).sum()))]
     elif name == "nc":
         assert set(groups) == {f"anomaly_index_class_{k}" for k in range(int(yt.max()) + 1)}
+    elif name == "margin":  # data-free here: the reachable margin per class, no clean reference
+        assert set(groups) == {f"margin_class_{k}" for k in range(int(yt.max()) + 1)}
     else:
         assert out["groups"] == []

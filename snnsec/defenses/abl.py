@@ -29,9 +29,10 @@ class ABL(Defense):
     name = "abl"
     kind = "repair"
 
-    limits: ClassVar[dict[str, Limit]] = {"isolation_ratio": OPEN_FRACTION, "flooding": NONNEGATIVE, "tuning_epochs": COUNT,
-              "finetuning_epochs": NONNEGATIVE_COUNT, "unlearning_epochs": COUNT, "lr": POSITIVE,
-              "unlearning_lr": POSITIVE, "batch_size": COUNT}
+    limits: ClassVar[dict[str, Limit]] = {
+        "isolation_ratio": OPEN_FRACTION, "flooding": NONNEGATIVE, "tuning_epochs": COUNT,
+        "finetuning_epochs": NONNEGATIVE_COUNT, "unlearning_epochs": COUNT, "lr": POSITIVE, "unlearning_lr": POSITIVE,
+        "batch_size": COUNT}
 
     isolation_ratio: float = 0.01
     flooding: float = 0.5

@@ -146,9 +146,13 @@ class Detection:
         return m
 
     def row_groups(self) -> list[dict[str, Any]]:
-        """Row groups (:mod:`snnsec.bench`) besides :meth:`metrics`: the anomaly index per class,
-        for detections that threshold one (Neural Cleanse and its temporal variant)."""
+        """Row groups (:mod:`snnsec.bench`) besides :meth:`metrics`: the per-class scores a
+        decision can be re-made from (NC's anomaly index, the margin test's margins)."""
         ev = self.evidence
+        if "margins" in ev:  # the membrane-margin test: reachable margin (and the clean data's) per class
+            m = {f"margin_class_{k}": float(v) for k, v in enumerate(ev["margins"])}
+            m.update({f"clean_margin_class_{k}": float(v) for k, v in enumerate(ev.get("clean_margins", [])) if v is not None})
+            return [{"metrics": m}]
         if "anomaly_threshold" not in ev or "classes" not in ev:
             return []
         return [{"metrics": {f"anomaly_index_class_{int(k)}": float(v) for k, v in zip(ev["classes"], self.scores)},

@@ -34,17 +34,15 @@ _DEFENSE_KEYS = ("kind", "defense", "defense_params", "clean_samples")
 _MEMO: dict[str, tuple] = {}
 
 
-def backdoored_model(cell: dict, *, progress: bool = True):
-    """``(model, trigger, meta dir)`` for the cell's backdoor config, trained once and cached."""
+def cached_backdoor_checkpoint(cell: dict, *, progress: bool = True) -> Path:
+    """The checkpoint folder of the cell's backdoor config (keys outside it ignored), trained
+    once and cached under ``$SNNSEC_CKPT_CACHE`` (default ``reports/checkpoints``)."""
     from snnsec import checkpoint
     from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor
-    from snnsec.attacks.backdoor.triggers import trigger_from_spec
     from snnsec.results import config_hash
 
     bcell = {k: v for k, v in cell.items() if k not in _DEFENSE_KEYS}
     key = config_hash({"kind": "backdoor-model", **bcell})[:16]
-    if key in _MEMO:
-        return _MEMO[key]
     cache = Path(os.environ.get("SNNSEC_CKPT_CACHE", "reports/checkpoints")) / f"backdoor-{key}"
     if not (cache / "model.json").is_file():
         cfg = BackdoorConfig.from_cell(bcell)
@@ -54,10 +52,21 @@ def backdoored_model(cell: dict, *, progress: bool = True):
             res.trigger.save(cache / "trigger.safetensors")
         checkpoint.save(cache, res.model, arch=cfg.model, arch_kwargs=cfg.model_kwargs, spec=res.spec, recipe={"backdoor": bcell},
                         attack=res.attack_spec(), metrics=res.metrics, seed=cfg.seed)
+    return cache
+
+
+def backdoored_model(cell: dict, *, progress: bool = True):
+    """``(model, trigger, meta)`` for the cell's backdoor config, trained once and cached."""
+    from snnsec import checkpoint
+    from snnsec.attacks.backdoor.triggers import trigger_from_spec
+
+    cache = cached_backdoor_checkpoint(cell, progress=progress)
+    if str(cache) in _MEMO:
+        return _MEMO[str(cache)]
     model, meta = checkpoint.load(cache)
     trigger = trigger_from_spec(meta["attack"]["trigger"], base_dir=cache)
-    _MEMO[key] = (model, trigger, meta)
-    return _MEMO[key]
+    _MEMO[str(cache)] = (model, trigger, meta)
+    return _MEMO[str(cache)]
 
 
 def _frames(ds) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,8 +37,9 @@ class FinePruning(Defense):
     name = "fine-pruning"
     kind = "repair"
 
-    limits: ClassVar[dict[str, Limit]] = {"max_acc_drop": FRACTION, "step": OPEN_FRACTION, "finetune_epochs": NONNEGATIVE_COUNT,
-              "lr": POSITIVE, "batch_size": COUNT}
+    limits: ClassVar[dict[str, Limit]] = {
+        "max_acc_drop": FRACTION, "step": OPEN_FRACTION, "finetune_epochs": NONNEGATIVE_COUNT, "lr": POSITIVE,
+        "batch_size": COUNT}
 
     max_acc_drop: float = 0.1
     step: float = 0.01

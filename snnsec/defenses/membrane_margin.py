@@ -58,23 +58,45 @@ def margin_pvalue(margins) -> tuple[int, float, tuple[float, float, float]]:
     return k, float(max(p, 0.0)), (float(shape), float(loc), float(scale))
 
 
+@torch.no_grad()
+def reached_margins(v: torch.Tensor, K: int) -> np.ndarray:
+    """Per class, the largest margin any of the given inputs reaches toward it (its predicted
+    class); NaN for a class no input is predicted as."""
+    pred = v.argmax(1)
+    m = _margin(v, pred)
+    out = np.full(K, np.nan)
+    for c in range(K):
+        if (pred == c).any():
+            out[c] = float(m[pred == c].max())
+    return out
+
+
 @register
 @dataclass
 class MembraneMargin(Defense):
     name = "margin"
     kind = "model"
 
+    limits: ClassVar[dict[str, Limit]] = {
+        "steps": COUNT, "lr": POSITIVE, "restarts": COUNT, "p_threshold": OPEN_FRACTION}
+
     # The reference runs SGD(lr 1e-2, momentum 0.2) for 5000 steps on inputs in [0, 10]. Our
     # frames live in [0, 1] (optimised through a sigmoid) and an audit has about a minute on
     # 2 cores, so this is a budget of 300 Adam steps, not a convergence guarantee.
-    limits: ClassVar[dict[str, Limit]] = {"steps": COUNT, "lr": POSITIVE, "restarts": COUNT, "p_threshold": OPEN_FRACTION}
-
     steps: int = 300
     lr: float = 0.05
     restarts: int = 3  # the reference's --npara: independent random starts per class, best kept
     p_threshold: float = 0.05
     seed: int = 0
     progress: bool = False
+
+    def clean_margins(self, model, x_clean, K: int, source: str | None) -> np.ndarray | None:
+        """What clean data already reaches per class (None without data): the reference a
+        backdoor's reachable margin is compared with."""
+        if x_clean is None or not len(x_clean):
+            return None
+        v = torch.cat([class_potentials(model, x_clean[i:i + 64], K, source)[0] for i in range(0, len(x_clean), 64)])
+        return reached_margins(v, K)
 
     def __call__(self, model, x_clean=None, input_shape=None) -> Detection:
         shape = tuple(input_shape or getattr(model, "input_shape", ()) or (() if x_clean is None else x_clean.shape[1:]))
@@ -98,6 +120,7 @@ class MembraneMargin(Defense):
                 x_opt = torch.sigmoid(z)
                 v, source = class_potentials(model, x_opt, K, source)
                 m = _margin(v, cls).view(K, R)
+            clean = self.clean_margins(model, x_clean, K, source)
         best = m.max(1)
         margins = best.values.numpy().astype(np.float64)
         k, p, gparams = margin_pvalue(margins)
@@ -107,6 +130,7 @@ class MembraneMargin(Defense):
             method=self.name, backdoored=backdoored, target=k if backdoored else None, statistic=p,
             scores=margins.tolist(), candidate=k,
             evidence={"margins": margins.tolist(), "p_value": p, "argmax": k, "gamma": list(gparams),
-                      "p_threshold": self.p_threshold, "potential": source},
+                      "p_threshold": self.p_threshold, "potential": source,
+                      **({} if clean is None else {"clean_margins": [None if np.isnan(c) else float(c) for c in clean]})},
             artifacts={"inputs": x_best.detach()},
         )

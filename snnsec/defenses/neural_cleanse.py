@@ -123,16 +123,17 @@ class NeuralCleanse(Defense):
     name = "nc"
     kind = "model"
 
+    limits: ClassVar[dict[str, Limit]] = {
+        "epochs": COUNT, "batches_per_epoch": COUNT, "batch_size": COUNT, "lr": POSITIVE, "init_cost": NONNEGATIVE,
+        "cost_multiplier": Limit(1, low_open=True), "patience": COUNT, "attack_succ_threshold": OPEN_FRACTION,
+        "early_stop_threshold": POSITIVE, "early_stop_patience": COUNT, "anomaly_threshold": POSITIVE,
+        "smooth": NONNEGATIVE}
+
     # 96 Adam steps (12 epochs x 8 batches of 16) instead of the original's up to 1000 epochs x
     # 31 batches: an audit has about a minute on 2 CPU cores (0.55-0.75 s a step for K=10 on a
     # 34x34, T=8 csnn, 1 thread, busy machine). That is not convergence: on N-MNIST csnn
     # checkpoints every label's mask is still shrinking after 96 steps, and the norms settle only
     # after ~400-600 steps (early stop after 62-100 epochs); raise ``epochs`` for final norms.
-    limits: ClassVar[dict[str, Limit]] = {"epochs": COUNT, "batches_per_epoch": COUNT, "batch_size": COUNT, "lr": POSITIVE,
-              "init_cost": NONNEGATIVE, "cost_multiplier": Limit(1, low_open=True), "patience": COUNT,
-              "attack_succ_threshold": OPEN_FRACTION, "early_stop_threshold": POSITIVE,
-              "early_stop_patience": COUNT, "anomaly_threshold": POSITIVE, "smooth": NONNEGATIVE}
-
     epochs: int = 12
     batches_per_epoch: int = 8
     batch_size: int = 16

@@ -187,16 +187,21 @@ def audit_rows(result: AuditResult) -> list[dict]:
     cell = {"kind": "audit", "dataset": spec.name, "model": str(info["arch"]), "T": spec.T, "seed": int(info["seed"]),
             "checkpoint": info["checkpoint"], "methods": list(info["methods"]), "method_params": result.params,
             "clean_samples": info["clean_samples"], "data": info["data"]}
+    return rows_for_cell(cell, {"metrics": {"backdoored": float(result.backdoored)}, "attack": attack,
+                                "attack_params": attack_params, "defense": "audit",
+                                "defense_params": {"combine": COMBINE_RULE},
+                                "extra": {"target": result.target}, "groups": method_groups(result)})
+
+
+def method_groups(result: AuditResult) -> list[dict]:
+    """Row groups of each method: its flag, statistic and time, and its per-class scores."""
     groups = []
     for name, d in result.detections.items():
         common = {"defense": name, "defense_params": result.params.get(name, {}),
                   "extra": {"target": d.target, "candidate": d.candidate}}
         groups.append({**common, "metrics": {**d.metrics(), "seconds": result.seconds[name]}})
         groups += [{**common, **g} for g in d.row_groups()]
-    return rows_for_cell(cell, {"metrics": {"backdoored": float(result.backdoored)}, "attack": attack,
-                                "attack_params": attack_params, "defense": "audit",
-                                "defense_params": {"combine": COMBINE_RULE},
-                                "extra": {"target": result.target}, "groups": groups})
+    return groups
 
 
 # --------------------------------------------------------------------------- report
