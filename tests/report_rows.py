@@ -162,8 +162,28 @@ def hardening_rows() -> list[dict]:
     return out
 
 
+def audit_zoo_rows() -> list[dict]:
+    """``audit`` bench cells of two architectures: two clean models and two backdoors each, with the
+    per-class margins (and the clean data's) that the detector ROC is scored from."""
+    out = []
+    rng = np.random.default_rng(2)
+    for model in ("csnn", "resnet"):
+        for i, planted in enumerate((None, None, 1, 3)):
+            rid = f"zoo-{model}-{i}"
+            margins = 5 + rng.normal(0, 0.3, 5)
+            if planted is not None:
+                margins[planted] += 4
+            clean = np.full(5, 3.0)
+            common = dict(dataset="nmnist-resplit", model=model, run_id=rid, seed=i)
+            out.append(row("correct", 1.0, defense="audit", extra={"planted_target": planted, "case": "zoo"}, **common))
+            out += [row(f"margin_class_{k}", float(v), defense="margin", **common) for k, v in enumerate(margins)]
+            out += [row(f"clean_margin_class_{k}", float(v), defense="margin", **common) for k, v in enumerate(clean)]
+    return out
+
+
 def all_rows() -> list[dict]:
-    return backdoor_rows() + gallery_rows() + adversarial_rows() + defense_rows() + firing_rows() + hardening_rows()
+    return (backdoor_rows() + gallery_rows() + adversarial_rows() + defense_rows() + firing_rows() + hardening_rows()
+            + audit_zoo_rows())
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:

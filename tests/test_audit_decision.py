@@ -57,6 +57,19 @@ def test_audit_cells_store_what_the_decision_is_remade_from(tiny_ckpts, tmp_path
     for name in decision.STATISTICS:
         score, cls = decision.STATISTICS[name](recs[1])
         assert np.isfinite(score) and 0 <= cls < K
+    # and the ROC figure draws one curve per detector from the same rows
+    from snnsec.report.figures import fig_detector_roc
+
+    fig = fig_detector_roc(results.load(store))
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")]
+    assert len(labels) == len(decision.STATISTICS) and all("AUC" in lb for lb in labels)
+
+
+def test_roc_points_count_thresholds_and_never_flag_minus_inf():
+    from snnsec.report.figures import roc_points
+
+    fpr, tpr = roc_points([3.0, 2.0, 1.0, -np.inf], [True, False, True, True])
+    assert fpr.tolist() == [0.0, 0.0, 1.0, 1.0] and tpr.tolist() == pytest.approx([0.0, 1 / 3, 1 / 3, 2 / 3])
 
 
 def _rec(model, planted, margins, clean, seed=0):

@@ -60,9 +60,16 @@ class AuditResult:
     rows: list[dict] = field(default_factory=list)
 
     def verdict(self) -> dict[str, Any]:
-        return {"backdoored": self.backdoored, "target": self.target,
+        return {"backdoored": self.backdoored, "target": self.target, "reason": self.reason(),
                 "evidence": {n: {**d.to_json(), "seconds": self.seconds[n]} for n, d in self.detections.items()},
                 **self.info}
+
+    def reason(self) -> str:
+        """Why the audit decided as it did, in one sentence per method that counted."""
+        if DECIDING in self.detections:
+            d = self.detections[DECIDING]
+            return f"{DECIDING} decides: {d.evidence.get('reason', d.statistic)}"
+        return "; ".join(f"{n}: {d.evidence.get('reason', d.statistic)}" for n, d in self.detections.items())
 
 
 def combine(detections: dict[str, defenses.Detection]) -> tuple[bool, int | None]:
@@ -257,7 +264,7 @@ def figures(result: AuditResult) -> dict[str, tuple[str, bytes]]:
                 k = d.evidence["argmax"]
                 a.bar([str(c) for c in range(K)], m, color=["#D55E00" if c == k else "#0072B2" for c in range(K)])
                 a.set_xlabel("class")
-                a.set_ylabel("max. membrane margin")
+                a.set_ylabel(d.evidence.get("tested", "reachable margin"))
                 a.set_title(f"margin per class (p = {d.evidence['p_value']:.3g})")
                 b = ax[0, 1]
                 null = np.delete(m, k)
@@ -271,7 +278,8 @@ def figures(result: AuditResult) -> dict[str, tuple[str, bytes]]:
                 b.set_xlabel("margin")
                 b.legend()
                 b.set_title("null distribution")
-                out["margin_distribution"] = ("margin: maximal membrane margin per class and the Gamma null fit", _png(fig))
+                out["margin_distribution"] = (f"margin: {d.evidence.get('tested', 'reachable margin')} per class and the "
+                                              "Gamma null fit", _png(fig))
     return out
 
 
@@ -297,6 +305,7 @@ def write_report(result: AuditResult, out) -> dict[str, Path]:
           f"- clean samples: {result.info['clean_samples']} from {result.info['data'] or 'none (data-free)'}",
           f"- total time: {result.info['seconds']:.1f} s", "", "| method | verdict | target | evidence |", "|---|---|---|---|"]
     md += [f"| {' | '.join(r)} |" for r in rows]
+    md += ["", f"Why: {result.reason()}"]
     md += [""] + [f"![{cap}]({name}.png)\n\n*{cap}*\n" for name, (cap, _) in figs.items()]
     files["report_md"] = atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     esc = html.escape
@@ -306,7 +315,7 @@ def write_report(result: AuditResult, out) -> dict[str, Path]:
             f"<li>total time: {result.info['seconds']:.1f} s</li></ul>",
             "<table><tr><th>method</th><th>verdict</th><th>target</th><th>evidence</th></tr>"]
     body += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
-    body += ["</table>"]
+    body += ["</table>", f"<p>Why: {esc(result.reason())}</p>"]
     for name, (cap, png) in figs.items():
         body.append(f'<figure><img alt="{esc(cap)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
                     f"<figcaption>{esc(cap)}</figcaption></figure>")

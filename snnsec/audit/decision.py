@@ -94,6 +94,36 @@ def relative_margin(rec: AuditRecord) -> tuple[float, int]:
     return _neglog(p), k
 
 
+def margin_both(rec: AuditRecord) -> tuple[float, int]:
+    """Both margin tests must point at the same class: the smaller of the two scores when they
+    agree, else 0. A class that is merely easy (large raw margin, ordinary gain over clean data)
+    and a noisy gain on a class no input can reach far (ordinary raw margin) both stay clean."""
+    raw, k_raw = raw_margin(rec)
+    rel, k_rel = relative_margin(rec)
+    return (min(raw, rel), k_raw) if k_raw == k_rel else (0.0, k_raw)
+
+
+def _mad_index(values: np.ndarray) -> tuple[float, int]:
+    """Largest robust z-score (median / MAD x 1.4826, as Neural Cleanse's anomaly index) and its class."""
+    v = np.asarray(values, float)
+    med = np.median(v)
+    mad = 1.4826 * np.median(np.abs(v - med)) + 1e-12
+    z = (v - med) / mad
+    k = int(np.argmax(z))
+    return float(z[k]), k
+
+
+def margin_gain_index(rec: AuditRecord) -> tuple[float, int]:
+    """Robust z-score of the margin gained over the clean data's, per class."""
+    return _mad_index(rec.scores["margin"] - np.nan_to_num(rec.scores["clean_margin"], nan=0.0))
+
+
+def margin_ratio_index(rec: AuditRecord) -> tuple[float, int]:
+    """Robust z-score of the reachable margin as a multiple of the clean data's, per class."""
+    clean = np.nan_to_num(rec.scores["clean_margin"], nan=0.0)
+    return _mad_index(rec.scores["margin"] / np.maximum(clean, 0.25))
+
+
 def nc_anomaly(rec: AuditRecord) -> tuple[float, int]:
     """Neural Cleanse's MAD anomaly index of the smallest reversed trigger."""
     a = rec.scores["anomaly_index"]
@@ -101,13 +131,21 @@ def nc_anomaly(rec: AuditRecord) -> tuple[float, int]:
     return float(a[k]), k
 
 
-# name -> (score function: higher is more suspicious, the shipped threshold on that score)
+# name -> score function (higher is more suspicious) returning (score, most suspicious class)
 STATISTICS: dict[str, Callable[[AuditRecord], tuple[float, int]]] = {
     "raw_margin": raw_margin,
     "relative_margin": relative_margin,
+    "margin_both": margin_both,
+    "margin_gain_index": margin_gain_index,
+    "margin_ratio_index": margin_ratio_index,
     "nc": nc_anomaly,
 }
-NEEDS = {"raw_margin": ("margin",), "relative_margin": ("margin", "clean_margin"), "nc": ("anomaly_index",)}
+LABELS = {"raw_margin": "margin, data-free (TMPBD)", "relative_margin": "margin gain over clean data",
+          "margin_both": "both margin tests agree", "margin_gain_index": "gain, robust z-score",
+          "margin_ratio_index": "margin / clean margin, robust z", "nc": "Neural Cleanse anomaly index"}
+NEEDS = {"raw_margin": ("margin",), "relative_margin": ("margin", "clean_margin"), "nc": ("anomaly_index",),
+         "margin_both": ("margin", "clean_margin"),
+         "margin_gain_index": ("margin", "clean_margin"), "margin_ratio_index": ("margin", "clean_margin")}
 
 
 def usable(recs: list[AuditRecord], statistic: str) -> list[AuditRecord]:

@@ -69,4 +69,5 @@ def run(args) -> int:
     for n, d in r.detections.items():
         print(f"{n:12s} {'BACKDOOR' if d.backdoored else 'clean':8s} target={d.target} statistic={d.statistic:.4g} ({r.seconds[n]:.1f} s)")
     print(f"verdict: {'BACKDOOR, target ' + str(r.target) if r.backdoored else 'no backdoor found'}; report: {r.files['report_html']}")
+    print(f"why: {r.reason()}")
     return 1 if r.backdoored else 0

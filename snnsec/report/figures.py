@@ -47,6 +47,7 @@ __all__ = [
     "fig_defense_heatmap",
     "fig_trigger_gallery",
     "fig_anomaly_index",
+    "fig_detector_roc",
     "fig_strip_entropy",
     "fig_accuracy_vs_timesteps",
     "fig_firing_rate",
@@ -485,6 +486,56 @@ def fig_anomaly_index(df: pd.DataFrame):
             ax.set_ylabel("anomaly index (robust z-score)")
             ax.set_title(_panel_title(key, cols) + _settings_note(p, "mean", col="defense_params"))
         _note_truncated(fig, len(shown), len(keys))
+    return _finish(fig, d)
+
+
+def roc_points(scores, positive) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every threshold, from the highest score down; ``-inf`` scores are never flagged."""
+    scores, positive = np.asarray(scores, float), np.asarray(positive, bool)
+    order = np.argsort(-scores, kind="stable")
+    s, pos = scores[order], positive[order]
+    fin = np.isfinite(s)
+    tp = np.cumsum(pos & fin)
+    fp = np.cumsum(~pos & fin)
+    last = np.r_[s[1:] != s[:-1], True] & fin  # one point per distinct score
+    P, N = max(int(positive.sum()), 1), max(int((~positive).sum()), 1)
+    return np.r_[0.0, fp[last] / N], np.r_[0.0, tp[last] / P]
+
+
+def fig_detector_roc(df: pd.DataFrame):
+    """ROC of each detector over the audited models of the ``audit`` bench (a zoo): a backdoored
+    model counts as found only when the detector's most suspicious class is the planted target,
+    so a detector that flags the wrong class never reaches TPR 1. One panel per dataset."""
+    from snnsec.audit import decision
+
+    d = df[df["defense"] == "audit"] if "defense" in df else df.iloc[:0]
+    _need(d[d["metric"] == "correct"] if len(d) else d, "audit bench rows (run `snnsec bench defenses/zoo-nmnist.toml`)")
+    recs_all = decision.audit_records(df)
+    datasets = sorted({str(v) for v in df[df["run_id"].isin([r.run_id for r in recs_all])]["dataset"]})
+    with style.paper_style():
+        fig, axes = _grid(len(datasets), width=style.DOUBLE_WIDTH * 0.7, panel_height=style.PANEL_HEIGHT * 1.3)
+        for ax, ds in zip(axes, datasets):
+            runs = set(df[df["dataset"] == ds]["run_id"])
+            recs = [r for r in recs_all if r.run_id in runs]
+            for i, (name, fn) in enumerate(decision.STATISTICS.items()):
+                use = decision.usable(recs, name)
+                if not use:
+                    continue
+                scored = [fn(r) for r in use]
+                # a backdoor found with the wrong class is a miss at every threshold
+                sc = [s if r.planted is None or k == int(r.planted) else -np.inf for (s, k), r in zip(scored, use)]
+                fpr, tpr = roc_points(sc, [r.planted is not None for r in use])
+                auc = float(np.trapezoid(np.r_[tpr, tpr[-1]], np.r_[fpr, 1.0]))
+                ax.step(fpr, tpr, where="post", color=style.OKABE_ITO[i % len(style.OKABE_ITO)],
+                        label=f"{decision.LABELS.get(name, name)} (AUC {auc:.2f})")
+            ax.plot([0, 1], [0, 1], color="#bbbbbb", linewidth=0.6, linestyle=":")
+            n_bd = sum(r.planted is not None for r in recs)
+            ax.set_xlabel(f"false alarm rate ({len(recs) - n_bd} clean models)")
+            ax.set_ylabel(f"found with the right target ({n_bd} backdoored)")
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{ds}: {len({r.model for r in recs})} architectures")
+            ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     return _finish(fig, d)
 
 

@@ -22,6 +22,10 @@ trigger_gallery        metric ``gallery_clip`` (value: T), attack ``backdoor:<tr
 anomaly_index          metrics ``anomaly_index_class_<k>`` (one per class k, one make_rows call) or
                        metric ``anomaly_index`` with ``extra.class``; threshold from
                        ``defense_params.anomaly_threshold`` (or ``.threshold``)
+detector_roc           ``audit`` bench cells (:mod:`snnsec.audit.bench_cells`): metric ``correct`` with
+                       defense ``audit`` and ``extra.planted_target`` (null when clean), and per
+                       method ``margin_class_<k>`` / ``clean_margin_class_<k>`` /
+                       ``anomaly_index_class_<k>``; scored by :mod:`snnsec.audit.decision`
 strip_entropy          metric ``strip_entropy`` with ``extra = {"triggered": bool, "entropies": [...]}``
                        (one row per group; value = mean) or one row per sample with
                        ``extra = {"triggered": bool, "sample": i}``; optional metric
@@ -124,6 +128,9 @@ FIGURES: tuple[FigureSpec, ...] = (
                "rows with metric gallery_clip, extra.variant 'clean' or 'poisoned' and extra.frames [T][P][H][W]"),
     FigureSpec("anomaly_index", "fig_anomaly_index", "Audit anomaly index per class",
                "defense rows with metric anomaly_index and extra.class (or metric anomaly_index_class_<k>)"),
+    FigureSpec("detector_roc", "fig_detector_roc", "Backdoor detection ROC per detector, over audited models",
+               "audit bench rows (defense 'audit', metric correct, extra.planted_target) with the per-class rows "
+               "margin_class_<k>, clean_margin_class_<k> and anomaly_index_class_<k> of each audited model"),
     FigureSpec("strip_entropy", "fig_strip_entropy", "STRIP entropy, clean against triggered inputs",
                "defense rows with metric strip_entropy and extra.triggered, one row per sample (value) or "
                "one row per group with extra.entropies [..]"),
