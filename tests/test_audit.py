@@ -200,14 +200,25 @@ def _det(method, flagged, target, candidate):
                      candidate=candidate)
 
 
-@pytest.mark.parametrize("nc, margin", [
-    ((True, 3, 3), (False, None, 3)),
-    ((False, None, 2), (True, 2, 2)),
-    ((True, 4, 4), (True, 5, 5)),
-    ((True, 1, 1), (True, 1, 1)),
+def _stat(method, statistic, candidate):
+    from snnsec.defenses.base import Detection
+
+    return Detection(method=method, backdoored=False, target=None, statistic=statistic, scores=[], candidate=candidate,
+                     evidence={"p_threshold": 0.05} if method == "margin" else {})
+
+
+@pytest.mark.parametrize("margin, nc, expected", [
+    ((0.2, 3), (3.0, 3), (True, 3)),     # not significant alone, but NC names the same class: Fisher p 0.0025
+    ((0.2, 3), (3.0, 4), (False, None)),  # NC names another class: the margin test stands alone
+    ((0.01, 5), (0.5, 4), (True, 5)),    # significant alone
+    ((0.3, 1), (0.2, 1), (False, None)),  # agreement on a weak class is not enough: Fisher p 0.39
 ])
-def test_the_margin_test_decides_and_nc_is_evidence(nc, margin):
-    assert audit_mod.combine({"nc": _det("nc", *nc), "margin": _det("margin", *margin)}) == (margin[0], margin[1])
+def test_the_margin_test_decides_with_nc_as_second_vote(margin, nc, expected):
+    dets = {"nc": _stat("nc", *nc), "margin": _stat("margin", *margin)}
+    assert audit_mod.combine(dets) == expected
+    assert audit_mod.combine({"margin": dets["margin"]}) == ((True, 5) if margin[0] < 0.05 else (False, None))
+    _, _, why = audit_mod.decide(dets)
+    assert why.startswith("margin test:") and ("names the same class" in why) == (nc[1] == margin[1])
 
 
 @pytest.mark.parametrize("nc, strip, expected", [

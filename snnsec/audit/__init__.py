@@ -33,18 +33,20 @@ from snnsec.defenses import base as defenses
 
 DEFAULT_METHODS = ("nc", "margin")
 DATA_FREE = ("margin",)
-# The verdict. When the membrane-margin test ran, it decides (flag and target); the other
-# methods are reported as evidence. Measured on 10 csnn checkpoints of the N-MNIST subset (T=8,
-# 10 epochs; static->1, moving->3, smart->5, flash->9, dynamic->7 and five clean seeds; table in
-# defenses/README.md): the margin test alone was right on 10/10 with the right targets; Neural
-# Cleanse alone on 6/10 (it missed static, smart and flash, naming the wrong class for flash,
-# and flagged a clean model's class 6: digits have naturally small triggers); the earlier vote
-# rule (a flag plus a majority naming the same class) on 8/10. Without the margin test, a flag
-# counts when more than half of the methods name the same class as most suspicious; a lone
-# method decides alone.
+# The verdict (issue 13). When the membrane-margin test ran it decides, with Neural Cleanse as a
+# second vote: if NC's most suspicious class is the margin test's, the two p-values are combined
+# (Fisher), else the margin test stands alone (snnsec.audit.decision.vote); backdoored when
+# p < the margin test's p_threshold (0.05, TMPBD's). On the N-MNIST zoo (defenses/zoo-nmnist.toml,
+# table in defenses/README.md) the margin test alone missed PSN backdoors whose target it still
+# ranked first, NC alone flagged clean models (digit 3's reversed trigger is naturally small), and
+# the vote was right on every csnn and psn-csnn model; plain-lif and Spikformer were audited only
+# after the rule was fixed. Without the margin test, a flag counts when more than half of the
+# methods name the same class as most suspicious; a lone method decides alone.
 DECIDING = "margin"
-COMBINE_RULE = ("the membrane-margin test decides when it ran, the other methods are evidence; otherwise backdoored "
-                "when a method flags class k and more than half of the methods name k as most suspicious")
+SECOND_VOTE = ("nc", "nc-temporal")
+COMBINE_RULE = ("the membrane-margin test decides when it ran; Neural Cleanse is a second vote when it names the same "
+                "class (Fisher-combined p); backdoored when p < the margin test's p_threshold. Without the margin "
+                "test: backdoored when a method flags class k and more than half of the methods name k")
 
 
 @dataclass
@@ -65,18 +67,36 @@ class AuditResult:
                 **self.info}
 
     def reason(self) -> str:
-        """Why the audit decided as it did, in one sentence per method that counted."""
+        """Why the audit decided as it did."""
         if DECIDING in self.detections:
-            d = self.detections[DECIDING]
-            return f"{DECIDING} decides: {d.evidence.get('reason', d.statistic)}"
+            return decide(self.detections)[2]
         return "; ".join(f"{n}: {d.evidence.get('reason', d.statistic)}" for n, d in self.detections.items())
+
+
+def decide(detections: dict[str, defenses.Detection]) -> tuple[bool, int, str]:
+    """(backdoored, class, why) by the margin test with a second vote (see COMBINE_RULE)."""
+    from snnsec.audit.decision import vote
+
+    m = detections[DECIDING]
+    second = next((n for n in SECOND_VOTE if n in detections), None)
+    nc = detections.get(second) if second else None
+    p, k = vote(m.statistic, m.candidate, None if nc is None else nc.statistic, None if nc is None else nc.candidate)
+    threshold = float(m.evidence.get("p_threshold", 0.05))
+    flagged = p < threshold
+    why = f"margin test: {m.evidence.get('reason', m.statistic)}"
+    if nc is not None and nc.candidate == m.candidate:
+        why += (f". {second} names the same class (anomaly index {nc.statistic:.3g}): combined p = {p:.3g} "
+                f"{'<' if flagged else '>='} {threshold:g}")
+    elif nc is not None:
+        why += f". {second} names class {nc.candidate}, not {m.candidate}: the margin test stands alone"
+    return flagged, k, why
 
 
 def combine(detections: dict[str, defenses.Detection]) -> tuple[bool, int | None]:
     """(backdoored, target) from several model inspections (see COMBINE_RULE)."""
     if DECIDING in detections:
-        d = detections[DECIDING]
-        return bool(d.backdoored), (d.target if d.backdoored else None)
+        flagged, k, _ = decide(detections)
+        return flagged, (k if flagged else None)
     need = len(detections) // 2 + 1
     for d in detections.values():  # in the order the methods ran: the first agreeing flag wins
         if d.backdoored:

@@ -67,61 +67,31 @@ def audit_records(df: pd.DataFrame) -> list[AuditRecord]:
 # --------------------------------------------------------------------------- statistics
 
 
-def margin_pvalue(margins) -> tuple[int, float]:
-    """(argmax, p) of TMPBD's max-margin test: a Gamma fitted to the K-1 non-maximal values, the
-    p-value of the maximum as the largest of K draws."""
-    from snnsec.defenses.membrane_margin import margin_pvalue as test
-
-    k, p, _ = test(margins)
-    return k, p
-
-
 def _neglog(p: float) -> float:
-    return -math.log10(max(p, 1e-300))
+    return max(0.0, -math.log10(max(p, 1e-300)))
+
+
+def _margin_score(rec: AuditRecord, rule: str) -> tuple[float, int]:
+    from snnsec.defenses.membrane_margin import margin_test
+
+    t = margin_test(rec.scores["margin"], rec.scores.get("clean_margin"), rule)
+    return _neglog(t.p), t.k
 
 
 def raw_margin(rec: AuditRecord) -> tuple[float, int]:
-    """The shipped test before this module: p of the reachable margins themselves."""
-    k, p = margin_pvalue(rec.scores["margin"])
-    return _neglog(p), k
+    """TMPBD's data-free test: -log10 p of the reachable margins themselves."""
+    return _margin_score(rec, "raw")
 
 
 def relative_margin(rec: AuditRecord) -> tuple[float, int]:
-    """p of the reachable margin *beyond what clean data already reaches* per class: a class that
-    is easy to reach (digit 2 on N-MNIST) is easy for clean inputs too, a backdoor target is not."""
-    gain = rec.scores["margin"] - np.nan_to_num(rec.scores["clean_margin"], nan=0.0)
-    k, p = margin_pvalue(gain)
-    return _neglog(p), k
+    """-log10 p of the reachable margin *beyond what clean data already reaches* per class: a class
+    that is easy to reach is easy for clean inputs too, a backdoor target is not."""
+    return _margin_score(rec, "relative")
 
 
 def margin_both(rec: AuditRecord) -> tuple[float, int]:
-    """Both margin tests must point at the same class: the smaller of the two scores when they
-    agree, else 0. A class that is merely easy (large raw margin, ordinary gain over clean data)
-    and a noisy gain on a class no input can reach far (ordinary raw margin) both stay clean."""
-    raw, k_raw = raw_margin(rec)
-    rel, k_rel = relative_margin(rec)
-    return (min(raw, rel), k_raw) if k_raw == k_rel else (0.0, k_raw)
-
-
-def _mad_index(values: np.ndarray) -> tuple[float, int]:
-    """Largest robust z-score (median / MAD x 1.4826, as Neural Cleanse's anomaly index) and its class."""
-    v = np.asarray(values, float)
-    med = np.median(v)
-    mad = 1.4826 * np.median(np.abs(v - med)) + 1e-12
-    z = (v - med) / mad
-    k = int(np.argmax(z))
-    return float(z[k]), k
-
-
-def margin_gain_index(rec: AuditRecord) -> tuple[float, int]:
-    """Robust z-score of the margin gained over the clean data's, per class."""
-    return _mad_index(rec.scores["margin"] - np.nan_to_num(rec.scores["clean_margin"], nan=0.0))
-
-
-def margin_ratio_index(rec: AuditRecord) -> tuple[float, int]:
-    """Robust z-score of the reachable margin as a multiple of the clean data's, per class."""
-    clean = np.nan_to_num(rec.scores["clean_margin"], nan=0.0)
-    return _mad_index(rec.scores["margin"] / np.maximum(clean, 0.25))
+    """Both tests must name the same class; the weaker of the two (the audit's default rule)."""
+    return _margin_score(rec, "both")
 
 
 def nc_anomaly(rec: AuditRecord) -> tuple[float, int]:
@@ -131,21 +101,48 @@ def nc_anomaly(rec: AuditRecord) -> tuple[float, int]:
     return float(a[k]), k
 
 
+def vote(margin_p: float, margin_class: int, nc_index: float | None = None, nc_class: int | None = None) -> tuple[float, int]:
+    """The audit's decision statistic: ``(p, class)``.
+
+    The membrane-margin test alone, unless Neural Cleanse names the same class: then both are
+    evidence for that class and their p-values are combined by Fisher's method (NC's anomaly
+    index read as a one-sided normal z-score). On the N-MNIST zoo the margin test's most
+    suspicious class was the planted target in every backdoored model, also where it was not
+    significant, and NC named the same class in most of them; in clean models the two named the
+    same class about as often as chance (1 in K) would.
+    """
+    from scipy import stats
+
+    if nc_index is None or nc_class is None or int(nc_class) != int(margin_class):
+        return float(margin_p), int(margin_class)
+    p_nc = float(stats.norm.sf(nc_index))
+    fisher = -2.0 * (math.log(max(margin_p, 1e-300)) + math.log(max(p_nc, 1e-300)))
+    return float(stats.chi2.sf(fisher, 4)), int(margin_class)
+
+
+def margin_nc_vote(rec: AuditRecord) -> tuple[float, int]:
+    """-log10 p of :func:`vote` on the data-free margin test and Neural Cleanse."""
+    from snnsec.defenses.membrane_margin import margin_test
+
+    t = margin_test(rec.scores["margin"], None, "raw")
+    nc, k_nc = nc_anomaly(rec)
+    p, k = vote(t.p, t.k, nc, k_nc)
+    return _neglog(p), k
+
+
 # name -> score function (higher is more suspicious) returning (score, most suspicious class)
 STATISTICS: dict[str, Callable[[AuditRecord], tuple[float, int]]] = {
     "raw_margin": raw_margin,
     "relative_margin": relative_margin,
     "margin_both": margin_both,
-    "margin_gain_index": margin_gain_index,
-    "margin_ratio_index": margin_ratio_index,
     "nc": nc_anomaly,
+    "margin_nc_vote": margin_nc_vote,
 }
 LABELS = {"raw_margin": "margin, data-free (TMPBD)", "relative_margin": "margin gain over clean data",
-          "margin_both": "both margin tests agree", "margin_gain_index": "gain, robust z-score",
-          "margin_ratio_index": "margin / clean margin, robust z", "nc": "Neural Cleanse anomaly index"}
-NEEDS = {"raw_margin": ("margin",), "relative_margin": ("margin", "clean_margin"), "nc": ("anomaly_index",),
-         "margin_both": ("margin", "clean_margin"),
-         "margin_gain_index": ("margin", "clean_margin"), "margin_ratio_index": ("margin", "clean_margin")}
+          "margin_both": "both margin tests agree", "nc": "Neural Cleanse anomaly index",
+          "margin_nc_vote": "margin + NC vote (the audit)"}
+NEEDS = {"raw_margin": ("margin",), "relative_margin": ("margin", "clean_margin"), "margin_both": ("margin", "clean_margin"),
+         "nc": ("anomaly_index",), "margin_nc_vote": ("margin", "anomaly_index")}
 
 
 def usable(recs: list[AuditRecord], statistic: str) -> list[AuditRecord]:
@@ -188,4 +185,22 @@ def leave_one_architecture_out(recs: list[AuditRecord], statistic: str) -> pd.Da
             rows.append({"model": r.model, "case": r.case, "seed": r.seed, "planted": r.planted, "statistic": statistic,
                          "score": s, "class": k, "threshold": thr, "flagged": flagged,
                          "correct": verdict_correct(r, flagged, k), "run_id": r.run_id})
+    return pd.DataFrame(rows)
+
+
+def zoo_table(recs: list[AuditRecord], statistic: str) -> pd.DataFrame:
+    """The zoo's verdict table under ``statistic`` with leave-one-architecture-out thresholds:
+    one row per audited model, with its accuracy, the verdict, the target and every score."""
+    loao = leave_one_architecture_out(recs, statistic).set_index("run_id")
+    rows = []
+    for r in usable(recs, statistic):
+        v = loao.loc[r.run_id]
+        row = {"model": r.model, "case": r.case, "seed": r.seed, "planted": r.planted,
+               "clean_accuracy": r.metrics.get("clean_accuracy"), "asr": r.metrics.get("attack_success_rate"),
+               "verdict": "backdoor" if v["flagged"] else "clean", "target": int(v["class"]) if v["flagged"] else None,
+               "correct": bool(v["correct"]), "threshold": float(v["threshold"]), "seconds": r.metrics.get("seconds")}
+        for name, fn in STATISTICS.items():
+            if all(k in r.scores for k in NEEDS[name]):
+                row[name] = fn(r)[0]
+        rows.append(row)
     return pd.DataFrame(rows)

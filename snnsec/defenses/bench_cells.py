@@ -100,7 +100,10 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     groups: list[dict] = []
     if det.kind == "model":
-        n = int(cell.get("clean_samples", 100))
+        n = cell.get("clean_samples", 100)
+        if not isinstance(n, int) or isinstance(n, bool) or n < model.num_classes:
+            raise ValueError(f"defense cell: 'clean_samples' must be an integer >= the number of classes "
+                             f"({model.num_classes}), got {n!r}")
         d = det(model, x_test[:n]) if name != "margin" else det(model)
         m = d.metrics(target)
         groups = d.row_groups()
