@@ -44,6 +44,30 @@ def test_spec_expands_sweeps_times_seeds(tmp_path):
     assert len({bench.cell_hash(c) for c in spec.cells}) == len(spec.cells)
 
 
+def test_a_sweep_may_list_its_own_seeds():
+    spec = bench.parse_spec({"kind": "k", "seeds": [7], "base": {"dataset": "d", "model": "m"},
+                             "sweep": [{"case": "clean", "seed": [0, 1, 2]}, {"case": "static"}]})
+    assert [(c["case"], c["seed"]) for c in spec.cells] == [("clean", 0), ("clean", 1), ("clean", 2), ("static", 7)]
+    with pytest.raises(ValueError, match=r"sweep 1: field 'seed' must be an integer"):
+        bench.parse_spec({"kind": "k", "base": {"dataset": "d", "model": "m"}, "sweep": [{"seed": ["x"]}]})
+
+
+def test_zoo_spec_has_four_architectures_of_eleven_models():
+    from pathlib import Path
+
+    spec = bench.load_spec(Path(__file__).parent.parent / "defenses" / "zoo-nmnist.toml")
+    assert spec.kind == "audit" and len(spec.cells) == 44
+    by_model = {}
+    for c in spec.cells:
+        by_model.setdefault(c["model"], []).append(c)
+    assert sorted(by_model) == ["csnn", "plain-lif", "psn-csnn", "spikformer"]
+    for cells in by_model.values():
+        assert sum(c["rate"] == 0.0 and c["trigger"] != "dynamic" for c in cells) == 5
+        assert {c["case"] for c in cells} == {"clean", "static", "moving", "smart", "flash", "off-corner", "dynamic"}
+    targets = {c["target"] for c in spec.cells if c["case"] != "clean"}
+    assert targets == set(range(10))  # the backdoors' targets cover every class
+
+
 def test_spec_errors_name_file_and_field(tmp_path):
     with pytest.raises(ValueError, match="kind"):
         bench.parse_spec({"base": {}}, source="x.toml")
