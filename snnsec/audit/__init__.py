@@ -11,8 +11,12 @@ need no data at all (``clean_samples=0``).
 Result rows (appended to the results store unless ``append_rows=False``): the verdict
 (defense ``audit``, metric ``backdoored``, the target in ``extra``), each method's
 ``flagged``/``statistic``/``seconds`` (defense = the method, its parameters in
-``defense_params``) and, for Neural Cleanse, ``anomaly_index_class_<k>`` per class. The
-anomaly-index figure is drawn from those rows, as ``snnsec report`` draws it.
+``defense_params``) and the per-class scores each method thresholds (Neural Cleanse's
+``anomaly_index_class_<k>``; the margin test's ``margin_class_<k>`` and, with clean samples,
+``clean_margin_class_<k>``), from which :mod:`snnsec.audit.decision` can re-make the decision.
+The anomaly-index figure is drawn from those rows, as ``snnsec report`` draws it. The verdict
+rule is :func:`decide` (see ``COMBINE_RULE``); :mod:`snnsec.audit.bench_cells` runs the audit
+over a zoo of models as the ``audit`` bench kind.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ DATA_FREE = ("margin",)
 # second vote: if NC's most suspicious class is the margin test's, the two p-values are combined
 # (Fisher), else the margin test stands alone (snnsec.audit.decision.vote); backdoored when
 # p < the margin test's p_threshold (0.05, TMPBD's). On the N-MNIST zoo (defenses/zoo-nmnist.toml,
-# table in defenses/README.md) the margin test alone missed PSN backdoors whose target it still
-# ranked first, NC alone flagged clean models (digit 3's reversed trigger is naturally small), and
-# the vote was right on every csnn and psn-csnn model; plain-lif and Spikformer were audited only
-# after the rule was fixed. Without the margin test, a flag counts when more than half of the
-# methods name the same class as most suspicious; a lone method decides alone.
+# 43 models of 4 architectures, table in defenses/README.md) the margin test's top class was the
+# planted target in every backdoored model, but alone it missed weak PSN backdoors; NC alone
+# flagged clean models (digit 3's reversed trigger is naturally small). The rule was fixed on
+# csnn and psn-csnn before plain-lif and Spikformer were audited: right on 40 of 43 at p < 0.05
+# (the misses: undertrained clean Spikformers, CA 0.5), 39 of 43 leave-one-architecture-out.
+# Without the margin test, a flag counts when more than half of the methods name the same class
+# as most suspicious; a lone method decides alone.
 DECIDING = "margin"
 SECOND_VOTE = ("nc", "nc-temporal")
 COMBINE_RULE = ("the membrane-margin test decides when it ran; Neural Cleanse is a second vote when it names the same "

@@ -107,9 +107,9 @@ def vote(margin_p: float, margin_class: int, nc_index: float | None = None, nc_c
     The membrane-margin test alone, unless Neural Cleanse names the same class: then both are
     evidence for that class and their p-values are combined by Fisher's method (NC's anomaly
     index read as a one-sided normal z-score). On the N-MNIST zoo the margin test's most
-    suspicious class was the planted target in every backdoored model, also where it was not
-    significant, and NC named the same class in most of them; in clean models the two named the
-    same class about as often as chance (1 in K) would.
+    suspicious class was the planted target in all 23 backdoored models, also where it was not
+    significant, and NC named the same class in 18 of them; in the 20 clean models the two named
+    the same class once (chance: 2 in 20).
     """
     from scipy import stats
 
