@@ -527,7 +527,7 @@ def fig_detector_roc(df: pd.DataFrame):
                 fpr, tpr = roc_points(sc, [r.planted is not None for r in use])
                 auc = float(np.trapezoid(np.r_[tpr, tpr[-1]], np.r_[fpr, 1.0]))
                 ax.step(fpr, tpr, where="post", color=style.OKABE_ITO[i % len(style.OKABE_ITO)],
-                        label=f"{decision.LABELS.get(name, name)} (AUC {auc:.2f})")
+                        label=f"{decision.LABELS.get(name, name)} (AUC {auc:.3f})")
             ax.plot([0, 1], [0, 1], color="#bbbbbb", linewidth=0.6, linestyle=":")
             n_bd = sum(r.planted is not None for r in recs)
             ax.set_xlabel(f"false alarm rate ({len(recs) - n_bd} clean models)")
