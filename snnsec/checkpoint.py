@@ -295,15 +295,18 @@ def build_model(meta: dict[str, Any], *, source: str = "checkpoint metadata", ar
             raise ValueError(f"{where}: cannot build architecture {meta['arch']!r} with arch_kwargs "
                              f"{meta['arch_kwargs']}: {msg}") from exc
 
-    # arch_kwargs against the factory's signature, before the factory runs at all
+    # arch_kwargs against the factory's signature before it runs (a kwarg named like a build argument
+    # would otherwise be a Python call error inside models.build)
     models.factory_arguments(models.resolve(factory) if isinstance(factory, str) else factory,
                              {**b, "sensor_hw": tuple(b["sensor_hw"])}, meta["arch_kwargs"], where=where)
     if state is not None:
+        # Bad arch_kwargs fail again in make() below, against the signature before the factory runs;
+        # a factory that cannot run on 'meta' (snntorch's .item()) has its shapes checked after the build.
         try:
             with torch.device("meta"):
                 skeleton = make()
-        except Exception:  # noqa: BLE001 - a factory that cannot run on 'meta' (snntorch's .item()) has
-            skeleton = None  # its shapes checked after the real build
+        except Exception:  # noqa: BLE001
+            skeleton = None
         if skeleton is not None:
             check_state(skeleton, state, source=f"{state_source} (arch_kwargs from {source})", arch=meta["arch"])
     model = make()

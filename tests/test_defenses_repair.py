@@ -94,8 +94,14 @@ def test_defense_bench_cell(setup, monkeypatch, name, expected):
     from snnsec.defenses import bench_cells
 
     x, y, model, _, xt, yt = setup
-    monkeypatch.setattr(bench_cells, "backdoored_model",
-                        lambda cell, **kw: (model, stamp_corner, {"attack": {"target": TARGET}, "arch": "defense_helpers:tiny_factory"}))
+    from defense_helpers import tiny_factory
+    from snnsec import models
+
+    monkeypatch.setitem(models._REGISTRY, "tiny-repair-net", models._Entry(tiny_factory, "test"))
+    T, P, H, W = model.input_shape
+    meta = {"attack": {"target": TARGET}, "arch": "tiny-repair-net", "arch_kwargs": {},
+            "build": {"in_channels": P, "num_classes": model.num_classes, "sensor_hw": [H, W], "T": T}}
+    monkeypatch.setattr(bench_cells, "backdoored_model", lambda cell, **kw: (model, stamp_corner, meta))
     monkeypatch.setattr(snnsec.data, "load", lambda name_, split, **kw: (_Frames(x, y) if split == "train" else _Frames(xt, yt), None))
     params = {"nc": {"epochs": 2, "batches_per_epoch": 2}, "margin": {"steps": 5}, "strip": {"n_overlays": 4},
               "fine-pruning": {"finetune_epochs": 1}, "abl": {"tuning_epochs": 1, "finetuning_epochs": 1, "unlearning_epochs": 1}}

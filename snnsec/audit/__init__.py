@@ -66,6 +66,7 @@ class AuditResult:
     files: dict[str, Path] = field(default_factory=dict)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, as it ran
     rows: list[dict] = field(default_factory=list)
+    why: str = ""  # the decision's reason, from judge()
 
     def verdict(self) -> dict[str, Any]:
         return {"backdoored": self.backdoored, "target": self.target, "reason": self.reason(),
@@ -74,9 +75,7 @@ class AuditResult:
 
     def reason(self) -> str:
         """Why the audit decided as it did."""
-        if DECIDING in self.detections:
-            return decide(self.detections)[2]
-        return "; ".join(f"{n}: {d.evidence.get('reason', d.statistic)}" for n, d in self.detections.items())
+        return self.why
 
 
 def decide(detections: dict[str, defenses.Detection]) -> tuple[bool, int, str]:
@@ -98,18 +97,24 @@ def decide(detections: dict[str, defenses.Detection]) -> tuple[bool, int, str]:
     return flagged, k, why
 
 
-def combine(detections: dict[str, defenses.Detection]) -> tuple[bool, int | None]:
-    """(backdoored, target) from several model inspections (see COMBINE_RULE)."""
+def judge(detections: dict[str, defenses.Detection]) -> tuple[bool, int | None, str]:
+    """(backdoored, target, why) from several model inspections (see COMBINE_RULE)."""
     if DECIDING in detections:
-        flagged, k, _ = decide(detections)
-        return flagged, (k if flagged else None)
+        flagged, k, why = decide(detections)
+        return flagged, (k if flagged else None), why
+    why = "; ".join(f"{n}: {d.evidence.get('reason', d.statistic)}" for n, d in detections.items())
     need = len(detections) // 2 + 1
     for d in detections.values():  # in the order the methods ran: the first agreeing flag wins
         if d.backdoored:
             votes = sum((e.candidate if e.candidate is not None else e.target) == d.target for e in detections.values())
             if votes >= need:
-                return True, d.target
-    return False, None
+                return True, d.target, why
+    return False, None, why
+
+
+def combine(detections: dict[str, defenses.Detection]) -> tuple[bool, int | None]:
+    """(backdoored, target) from several model inspections (see COMBINE_RULE)."""
+    return judge(detections)[:2]
 
 
 def clean_samples(meta: dict, n: int, *, data: str | None = None, root=None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -178,12 +183,12 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
         t0 = time.perf_counter()
         detections[m] = det(model, x) if m not in DATA_FREE else det(model, x, input_shape=getattr(model, "input_shape", None))
         seconds[m] = time.perf_counter() - t0
-    backdoored, target = combine(detections)
+    backdoored, target, why = judge(detections)
     info = {"checkpoint": str(checkpoint), "arch": meta.get("arch"), "methods": methods, "seed": seed,
             "clean_samples": 0 if x is None else len(x), "data": source, "seconds": time.perf_counter() - t_start,
             "combine": COMBINE_RULE,
             "versions": provenance.versions()}
-    result = AuditResult(backdoored, target, detections, seconds, meta, info, params=used)
+    result = AuditResult(backdoored, target, detections, seconds, meta, info, params=used, why=why)
     result.rows = audit_rows(result)
     if append_rows:
         from snnsec import results

@@ -11,7 +11,8 @@ and audited by :func:`snnsec.audit.audit` itself, so a zoo measures exactly what
 Metrics: ``backdoored``, ``correct`` (clean verdict on a clean model; backdoor verdict with the
 planted target on a backdoored one), the model's ``clean_accuracy`` and ``attack_success_rate``,
 and ``seconds`` (the audit alone); each method adds its rows (:func:`snnsec.audit.method_groups`),
-with the per-class scores :mod:`snnsec.audit.decision` re-decides from.
+with the per-class scores :mod:`snnsec.audit.decision` re-decides from, and each detector statistic
+its ``detector_score`` row (:func:`snnsec.audit.decision.score_groups`), which the report's ROC reads.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def planted_target(cell: dict) -> int | None:
 
 def audit_cell(cell: dict, *, progress: bool = True) -> dict:
     from snnsec.audit import DEFAULT_METHODS, audit, method_groups
+    from snnsec.audit.decision import record_scores, score_groups
     from snnsec.defenses.bench_cells import cached_backdoor_checkpoint
 
     bcell = {k: v for k, v in cell.items() if k not in _AUDIT_KEYS}
@@ -38,6 +40,7 @@ def audit_cell(cell: dict, *, progress: bool = True) -> dict:
                    methods=cell.get("methods", DEFAULT_METHODS), method_params=cell.get("method_params"),
                    seed=int(cell.get("seed", 0)), progress=progress, append_rows=False)
     truth = planted_target(cell)
+    groups = method_groups(result)
     correct = (not result.backdoored) if truth is None else (result.backdoored and result.target == truth)
     model_metrics = {k: float(v) for k, v in (result.meta.get("metrics") or {}).items()
                      if k in ("clean_accuracy", "attack_success_rate")}
@@ -52,7 +55,7 @@ def audit_cell(cell: dict, *, progress: bool = True) -> dict:
             "defense": "audit", "defense_params": {"methods": list(result.info["methods"])},
             "extra": {"case": cell.get("case"), "planted_target": truth, "target": result.target,
                       "checkpoint": str(ckpt)},
-            "groups": method_groups(result)}
+            "groups": groups + score_groups(record_scores(groups), truth)}
 
 
 register_kind("audit", audit_cell)

@@ -50,13 +50,7 @@ def audit_records(df: pd.DataFrame) -> list[AuditRecord]:
         rows = df[df["run_id"] == run_id]
         extra = top["extra"].iloc[0] or {}
         extra = json.loads(extra) if isinstance(extra, str) else extra
-        per_class: dict[str, dict[int, float]] = {}
-        for metric, value in zip(rows["metric"], rows["value"]):
-            m = _PER_CLASS.match(str(metric))
-            if m:
-                per_class.setdefault(m.group(1), {})[int(m.group(2))] = float(value)
-        K = 1 + max((k for d in per_class.values() for k in d), default=-1)
-        scores = {name: np.array([d.get(k, np.nan) for k in range(K)]) for name, d in per_class.items()}
+        scores = record_scores([{"metrics": dict(zip(rows["metric"], rows["value"]))}])
         cell_rows = rows[rows["defense"] == "audit"]
         out.append(AuditRecord(run_id=str(run_id), model=str(top["model"].iloc[0]), case=str(extra.get("case")),
                                seed=int(top["seed"].iloc[0]), planted=extra.get("planted_target"), scores=scores,
@@ -143,6 +137,33 @@ LABELS = {"raw_margin": "margin, data-free (TMPBD)", "relative_margin": "margin 
           "margin_nc_vote": "margin + NC vote (the audit)"}
 NEEDS = {"raw_margin": ("margin",), "relative_margin": ("margin", "clean_margin"), "margin_both": ("margin", "clean_margin"),
          "nc": ("anomaly_index",), "margin_nc_vote": ("margin", "anomaly_index")}
+
+
+def record_scores(groups: list[dict]) -> dict[str, np.ndarray]:
+    """The per-class score arrays of one audit's row groups (as :func:`snnsec.audit.method_groups`
+    makes them), keyed as :attr:`AuditRecord.scores`."""
+    per_class: dict[str, dict[int, float]] = {}
+    for g in groups:
+        for metric, value in g["metrics"].items():
+            m = _PER_CLASS.match(str(metric))
+            if m:
+                per_class.setdefault(m.group(1), {})[int(m.group(2))] = float(value)
+    K = 1 + max((k for d in per_class.values() for k in d), default=-1)
+    return {name: np.array([d.get(k, np.nan) for k in range(K)]) for name, d in per_class.items()}
+
+
+def score_groups(scores: dict[str, np.ndarray], planted: int | None) -> list[dict]:
+    """One row group per statistic that ``scores`` allow: metric ``detector_score`` (higher is more
+    suspicious), defense ``detector:<name>``, with its class, label and the planted target in
+    ``extra``. The report's ROC is drawn from these rows alone."""
+    rec = AuditRecord(run_id="", model="", case="", seed=0, planted=planted, scores=scores)
+    out = []
+    for name, fn in STATISTICS.items():
+        if all(k in scores for k in NEEDS[name]):
+            s, k = fn(rec)
+            out.append({"defense": f"detector:{name}", "metrics": {"detector_score": float(s)},
+                        "extra": {"class": int(k), "planted_target": planted, "detector": LABELS[name]}})
+    return out
 
 
 def usable(recs: list[AuditRecord], statistic: str) -> list[AuditRecord]:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from snnsec.defenses._train import fit, per_sample_loss
 from snnsec.defenses.base import (
-    COUNT, NONNEGATIVE, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Repair, check_frames, clone_model,
-    register)
+    COUNT, NONNEGATIVE, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Limit, Repair, check_frames,
+    clone_model, register)
 
 
 @register

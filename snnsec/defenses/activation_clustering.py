@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from snnsec.defenses._features import representation
-from snnsec.defenses.base import COUNT, FRACTION, DatasetScores, Defense, check_frames, register
+from snnsec.defenses.base import COUNT, FRACTION, DatasetScores, Defense, Limit, check_frames, register
 
 
 @register

@@ -128,12 +128,10 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
             ca0 = metrics.clean_accuracy(predict(model, x_test), y_test)
             asr0 = metrics.attack_success_rate(predict(model, x_trig), y_test, target)
             if name == "abl":
-                from snnsec import models
+                from snnsec import checkpoint
 
-                T, P, H, W = model.input_shape
-                fresh = models.build(meta["arch"], in_channels=P, num_classes=model.num_classes, sensor_hw=(H, W), T=T,
-                                     **meta.get("arch_kwargs", {}))
-                repaired = det(fresh, xp, yp).model
+                # the same trusted path as loading: the cached metadata's arch imports nothing
+                repaired = det(checkpoint.build_model(meta), xp, yp).model
             else:
                 # The defender's clean data: 5% of the training set that was not poisoned (BackdoorBench's ratio).
                 clean = torch.nonzero(~pds.is_poisoned).flatten()

@@ -15,7 +15,7 @@ import torch
 
 from snnsec.defenses._train import accuracy, fit
 from snnsec.defenses.base import (
-    COUNT, FRACTION, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Repair, check_frames, clone_model,
+    COUNT, FRACTION, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, clone_model,
     inspection_mode, register)
 
 

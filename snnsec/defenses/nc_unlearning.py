@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 
 from snnsec.defenses._train import fit
-from snnsec.defenses.base import COUNT, FRACTION, POSITIVE, Defense, Repair, check_frames, clone_model, register
+from snnsec.defenses.base import COUNT, FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, clone_model, register
 from snnsec.defenses.neural_cleanse import NeuralCleanse, stamp
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from snnsec.defenses._features import representation
-from snnsec.defenses.base import FRACTION, POSITIVE, DatasetScores, Defense, check_frames, register
+from snnsec.defenses.base import FRACTION, POSITIVE, DatasetScores, Defense, Limit, check_frames, register
 
 
 @register

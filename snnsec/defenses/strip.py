@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from snnsec.defenses.base import (
-    COUNT, OPEN_FRACTION, Defense, InputScores, batched, check_frames, inspection_mode, register, rng)
+    COUNT, OPEN_FRACTION, Defense, InputScores, Limit, batched, check_frames, inspection_mode, register, rng)
 
 
 def superimpose(x: torch.Tensor, overlays: torch.Tensor, mode: str = "clip") -> torch.Tensor:

@@ -95,7 +95,11 @@ def registered_as(arch_id: str) -> str | None:
 
 
 def resolve(arch: str) -> Callable[..., nn.Module]:
-    """The factory for a registered name or a ``"package.module:function"`` string."""
+    """The factory for a registered name or a ``"package.module:function"`` string.
+
+    A ``module:function`` string is imported: pass only what the user typed or named (``--model``,
+    ``--arch``, a bench spec), never a string read from a checkpoint; checkpoints go through
+    :func:`snnsec.checkpoint.trusted_factory`."""
     if not isinstance(arch, str):
         raise ValueError(f"architecture must be a name or 'package.module:function', got {arch!r}")
     if arch in _REGISTRY:

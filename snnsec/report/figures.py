@@ -503,38 +503,35 @@ def roc_points(scores, positive) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fig_detector_roc(df: pd.DataFrame):
-    """ROC of each detector over the audited models of the ``audit`` bench (a zoo): a backdoored
-    model counts as found only when the detector's most suspicious class is the planted target,
-    so a detector that flags the wrong class never reaches TPR 1. One panel per dataset."""
-    from snnsec.audit import decision
-
-    d = df[df["defense"] == "audit"] if "defense" in df else df.iloc[:0]
-    _need(d[d["metric"] == "correct"] if len(d) else d, "audit bench rows (run `snnsec bench defenses/zoo-nmnist.toml`)")
-    recs_all = decision.audit_records(df)
-    datasets = sorted({str(v) for v in df[df["run_id"].isin([r.run_id for r in recs_all])]["dataset"]})
+    """ROC of each detector over the audited models of the ``audit`` bench (a zoo), from its
+    ``detector_score`` rows: a backdoored model counts as found only when the detector's class
+    is the planted target, so a detector that names the wrong class never reaches TPR 1. One
+    panel per dataset."""
+    d = normalize(df)
+    d = d[(d["metric"] == "detector_score") & d["defense"].astype(str).str.startswith("detector:")]
+    _need(d, "audit bench rows with metric detector_score (run `snnsec bench defenses/zoo-nmnist.toml`)")
+    d = d.assign(cls=params(d, "class"), planted=params(d, "planted_target"), label=params(d, "detector"))
+    datasets = sorted({str(v) for v in d["dataset"]})
     with style.paper_style():
         fig, axes = _grid(len(datasets), width=style.DOUBLE_WIDTH * 0.7, panel_height=style.PANEL_HEIGHT * 1.3)
         for ax, ds in zip(axes, datasets):
-            runs = set(df[df["dataset"] == ds]["run_id"])
-            recs = [r for r in recs_all if r.run_id in runs]
-            for i, (name, fn) in enumerate(decision.STATISTICS.items()):
-                use = decision.usable(recs, name)
-                if not use:
-                    continue
-                scored = [fn(r) for r in use]
+            p = d[d["dataset"] == ds]
+            for i, (name, g) in enumerate(p.groupby("defense", sort=False)):
+                bad = g["planted"].notna() & (g["cls"].astype(float) != g["planted"].astype(float))
                 # a backdoor found with the wrong class is a miss at every threshold
-                sc = [s if r.planted is None or k == int(r.planted) else -np.inf for (s, k), r in zip(scored, use)]
-                fpr, tpr = roc_points(sc, [r.planted is not None for r in use])
+                scores = np.where(bad, -np.inf, g["value"].to_numpy(float))
+                fpr, tpr = roc_points(scores, g["planted"].notna().to_numpy())
                 auc = float(np.trapezoid(np.r_[tpr, tpr[-1]], np.r_[fpr, 1.0]))
                 ax.step(fpr, tpr, where="post", color=style.OKABE_ITO[i % len(style.OKABE_ITO)],
-                        label=f"{decision.LABELS.get(name, name)} (AUC {auc:.3f})")
+                        label=f"{g['label'].iloc[0] or name} (AUC {auc:.3f})")
             ax.plot([0, 1], [0, 1], color="#bbbbbb", linewidth=0.6, linestyle=":")
-            n_bd = sum(r.planted is not None for r in recs)
-            ax.set_xlabel(f"false alarm rate ({len(recs) - n_bd} clean models)")
+            models = p.drop_duplicates("run_id")
+            n_bd = int(models["planted"].notna().sum())
+            ax.set_xlabel(f"false alarm rate ({len(models) - n_bd} clean models)")
             ax.set_ylabel(f"found with the right target ({n_bd} backdoored)")
             ax.set_xlim(-0.02, 1.02)
             ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"{ds}: {len({r.model for r in recs})} architectures")
+            ax.set_title(f"{ds}: {models['model'].nunique()} architectures")
             ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     return _finish(fig, d)
 

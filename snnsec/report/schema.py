@@ -22,10 +22,9 @@ trigger_gallery        metric ``gallery_clip`` (value: T), attack ``backdoor:<tr
 anomaly_index          metrics ``anomaly_index_class_<k>`` (one per class k, one make_rows call) or
                        metric ``anomaly_index`` with ``extra.class``; threshold from
                        ``defense_params.anomaly_threshold`` (or ``.threshold``)
-detector_roc           ``audit`` bench cells (:mod:`snnsec.audit.bench_cells`): metric ``correct`` with
-                       defense ``audit`` and ``extra.planted_target`` (null when clean), and per
-                       method ``margin_class_<k>`` / ``clean_margin_class_<k>`` /
-                       ``anomaly_index_class_<k>``; scored by :mod:`snnsec.audit.decision`
+detector_roc           metric ``detector_score`` (higher = more suspicious), defense ``detector:<name>``,
+                       ``extra = {"class": k, "planted_target": t or null, "detector": label}``; one
+                       row per detector per audited model (:func:`snnsec.audit.decision.score_groups`)
 strip_entropy          metric ``strip_entropy`` with ``extra = {"triggered": bool, "entropies": [...]}``
                        (one row per group; value = mean) or one row per sample with
                        ``extra = {"triggered": bool, "sample": i}``; optional metric
@@ -89,6 +88,8 @@ PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
     "T_infer": (("extra", "T_infer"), ("defense_params", "T_infer"), ("attack_params", "T_infer"), ("config", "T_infer")),
     "class": (("extra", "class"), ("extra", "label")),
     "layer": (("extra", "layer"),),
+    "planted_target": (("extra", "planted_target"),),
+    "detector": (("extra", "detector"),),
     "layer_index": (("extra", "layer_index"),),
     "triggered": (("extra", "triggered"),),
     "variant": (("extra", "variant"),),
@@ -129,8 +130,8 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("anomaly_index", "fig_anomaly_index", "Audit anomaly index per class",
                "defense rows with metric anomaly_index and extra.class (or metric anomaly_index_class_<k>)"),
     FigureSpec("detector_roc", "fig_detector_roc", "Backdoor detection ROC per detector, over audited models",
-               "audit bench rows (defense 'audit', metric correct, extra.planted_target) with the per-class rows "
-               "margin_class_<k>, clean_margin_class_<k> and anomaly_index_class_<k> of each audited model"),
+               "audit bench rows with metric detector_score, defense 'detector:<name>', extra.class and "
+               "extra.planted_target (one per detector per audited model)"),
     FigureSpec("strip_entropy", "fig_strip_entropy", "STRIP entropy, clean against triggered inputs",
                "defense rows with metric strip_entropy and extra.triggered, one row per sample (value) or "
                "one row per group with extra.entropies [..]"),
