@@ -38,6 +38,19 @@ def test_selection_deterministic_for_seed():
     assert not np.array_equal(a, select_poison_indices(y, 0.1, seed=4))
 
 
+def test_exclude_target_poisons_other_classes_only():
+    y = np.arange(1000) % 10
+    idx = select_poison_indices(y, 0.1, target=3, seed=0, exclude_target=True)
+    assert len(idx) == 100 and not (y[idx] == 3).any()
+    assert (y[select_poison_indices(y, 0.1, target=3, seed=0)] == 3).any()  # the reference's draw includes it
+    with pytest.raises(ValueError, match="800 non-target samples|only 900 are eligible"):
+        select_poison_indices(y, 0.95, target=3, exclude_target=True)
+    with pytest.raises(ValueError, match="dirty-label"):
+        select_poison_indices(y, 0.05, target=3, label_mode="clean", exclude_target=True)
+    with pytest.raises(ValueError, match="all-to-one"):
+        PoisonedDataset(Frames(), StaticTrigger(), rate=0.1, mode="all-to-all", exclude_target=True)
+
+
 def test_dirty_all_to_one_labels_and_frames():
     ds = Frames()
     trig = StaticTrigger(polarity="on")

@@ -110,6 +110,12 @@ def test_flash_framed_strobe_windows():
     assert [b is not None for b in framed] == [False, True, True, True, False, False]
     strobe = boxes(StrobeTrigger(on=2, gap=1)(blank()))
     assert [b is not None for b in strobe] == [True, True, False, True, True, False]
+    # Flashy's get_attack_frames: bursts start inside `length` frames and run their full `on`
+    assert StrobeTrigger(gap=1, length=5).frames_on(8) == [0, 2, 4]
+    assert StrobeTrigger(on=2, gap=1, length=5).frames_on(8) == [0, 1, 3, 4]
+    assert StrobeTrigger(start=3, on=2, gap=2, length=9).frames_on(8) == [3, 4, 7]
+    with pytest.raises(ValueError, match="length >= 1"):
+        StrobeTrigger(length=0)
 
 
 def _smart_training_frames():
@@ -134,6 +140,44 @@ def test_smart_region_polarity_and_walk():
     least = SmartTrigger(region_choice="least", polarity="on").fit(_smart_training_frames())
     assert least.region != 8
     assert out.shape == (T, P, H, W)
+
+
+def _reference_pattern_counts(new_data, grid=3):
+    """Sneaky Spikes' create_smart_trigger counts, transcribed (numpy, [N, T, 2, H, W])."""
+    Hd, Wd = new_data.shape[-2:]
+    ys, xs = np.linspace(0, Hd, grid + 1).astype(int), np.linspace(0, Wd, grid + 1).astype(int)
+    out = []
+    for r in range(grid):
+        for c in range(grid):
+            m = new_data[..., ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+            out.append([np.sum(m == 0), np.sum(np.logical_and(m[:, :, 0] == 0, m[:, :, 1] == 1)),
+                        np.sum(np.logical_and(m[:, :, 0] == 1, m[:, :, 1] == 0)), np.sum(m == 1)])
+    return np.array(out)
+
+
+def test_smart_counting_reference_and_pixels():
+    g = torch.Generator().manual_seed(0)
+    counts = torch.randint(0, 3, (4, T, P, H, W), generator=g).float()  # count frames, as the reference's
+    assert np.array_equal(pattern_counts(counts, 3, "reference").numpy(), _reference_pattern_counts(counts.numpy()))
+    # the reference's "both" counts channel values, so it is never the least frequent pattern
+    ref = pattern_counts(counts, 3, "reference")
+    assert bool((ref[:, 3] >= ref[:, 1] + ref[:, 2]).all())
+    binary = (counts > 0).float()
+    pix = pattern_counts(binary, 3, "pixels")
+    areas = torch.tensor([11 * 11, 11 * 11, 11 * 12, 11 * 11, 11 * 11, 11 * 12, 12 * 11, 12 * 11, 12 * 12])
+    assert torch.equal(pix.sum(1), 4 * T * areas)
+    with pytest.raises(ValueError, match="counting"):
+        SmartTrigger(counting="elements")
+
+
+def test_smart_choice_on_nmnist(nmnist_root):
+    from snnsec.data import load
+
+    ds, _ = load("nmnist-resplit", split="train", root=nmnist_root, T=8)
+    x = ds.frames_tensor().float()
+    ref, pix = SmartTrigger().fit(x), SmartTrigger(counting="pixels").fit(x)
+    assert (ref.region, ref.pattern) == (4, "off")  # what the reference code picks
+    assert (pix.region, pix.pattern) == (4, "both")
 
 
 def test_smart_measured_once_reused_on_test():
@@ -166,32 +210,68 @@ def _synthetic_events(n=4000, seed=0):
     return ev
 
 
-@pytest.mark.parametrize("slicing", ["events", "time"])
-@pytest.mark.parametrize("trigger", [StaticTrigger(polarity="on"), MovingTrigger(position="bottom-left", polarity="both"), StrobeTrigger(polarity="off", position="top-right")])
-def test_event_injection_frames_show_the_square(trigger, slicing):
-    sensor = (W, H, P)
-    ev = _synthetic_events()
-    poisoned = trigger.events(ev, sensor, T, slicing)
-    data.validate_events(poisoned, sensor, source="injected")
-    assert len(poisoned) > len(ev) and np.all(np.diff(poisoned["t"]) >= 0)
-    frames = torch.as_tensor(frames_mod.to_frames(poisoned, sensor, T, slicing, True))
-    mask = trigger.mask(T, H, W)
-    want = trigger(torch.zeros(T, P, H, W))
-    for c in range(P):
-        # Every channel the trigger turns on is on under the square in exactly those frames.
-        on = want[:, c].bool() & mask
-        assert bool(frames[:, c][on].all())
-    added = len(poisoned) - len(ev)
-    assert added == int(mask.sum()) * len(F.event_polarities(trigger.effective_polarity(), P))
+SLICINGS = ("events", "time", "time-zero", "number")
+# Every fixed-pattern kind, each polarity at least once, and the smart trigger fitted by hand.
+INJECTED = [
+    StaticTrigger(polarity="on"),
+    StaticTrigger(polarity="erase", position="middle", size=0.3),
+    MovingTrigger(position="bottom-left", polarity="both", direction="diagonal"),
+    SmartTrigger(region=4, pattern="off"),
+    FlashTrigger(polarity="on", length=3),
+    FlashTrigger(polarity="both", start=2, length=2),
+    FramedTrigger(polarity="off", position="top-right"),
+    StrobeTrigger(polarity="on", gap=1, length=5),
+]
 
 
-def test_event_erase_removes_square_events():
+def _assert_injection_exact(trigger, ev, sensor, T_, slicing):
+    """Binary frames of the injected stream equal the frame trigger on the clean frames,
+    cell for cell; count frames are exactly 1 under the mask and never lower outside it."""
+    poisoned = data.validate_events(trigger.events(ev, sensor, T_, slicing), sensor, source="injected")
+    Wd, Hd, _ = sensor
+    clean_b = torch.as_tensor(frames_mod.to_frames(ev, sensor, T_, slicing, True))
+    got_b = torch.as_tensor(frames_mod.to_frames(poisoned, sensor, T_, slicing, True))
+    assert torch.equal(got_b, trigger(clean_b)), f"{trigger.name}/{trigger.polarity}/{slicing}"
+    mask = trigger.mask(T_, Hd, Wd)[:, None].expand_as(clean_b)
+    clean_c = torch.as_tensor(frames_mod.to_frames(ev, sensor, T_, slicing, False))
+    got_c = torch.as_tensor(frames_mod.to_frames(poisoned, sensor, T_, slicing, False))
+    assert torch.equal(got_c[mask], trigger(clean_b)[mask].to(got_c.dtype))
+    # padding copies raise counts only where a pixel already fired
+    extra = got_c[~mask].long() - clean_c[~mask].long()
+    assert bool((extra >= 0).all()) and bool((got_c[~mask][extra > 0] > 1).all())
+    if slicing in ("time", "time-zero"):
+        # no padding; one copy at most, when an erase removes the event that fixes the time axis
+        assert int(extra.sum()) <= 1
+
+
+@pytest.mark.parametrize("slicing", SLICINGS)
+@pytest.mark.parametrize("trigger", INJECTED, ids=lambda t: f"{t.name}-{t.polarity}")
+def test_event_injection_equals_frame_trigger_synthetic(trigger, slicing):
+    _assert_injection_exact(trigger, _synthetic_events(), (W, H, P), T, slicing)
+
+
+@pytest.mark.parametrize("slicing", SLICINGS)
+def test_event_injection_equals_frame_trigger_on_real_recordings(nmnist_root, gesture_root, slicing):
+    nmnist = [data.read_event_bin(p) for p in sorted((nmnist_root / "Test").rglob("*.bin"))[:10]]
+    gesture = [data.read_event_bin(p) for p in sorted(gesture_root.glob("*.bs2"))[:2]]
+    for trigger in INJECTED:
+        for ev in nmnist:
+            _assert_injection_exact(trigger, ev, (34, 34, 2), 8, slicing)
+        for ev in gesture:
+            _assert_injection_exact(trigger, ev, (128, 128, 2), 8, slicing)
+
+
+def test_event_injection_refuses_what_no_stream_can_show():
     ev = _synthetic_events()
-    trig = StaticTrigger(position="middle", polarity="erase", size=0.3)
-    out = trig.events(ev, (W, H, P), T)
-    frames = torch.as_tensor(frames_mod.to_frames(out, (W, H, P), T, "events", True))
-    assert frames[:, :, 12:22, 12:22].sum() == 0
-    assert len(out) < len(ev)
+    wipe = FlashTrigger(polarity="erase", length=1)
+    with pytest.raises(ValueError, match="empties frame 0.*'events' slicing"):
+        wipe.events(ev, (W, H, P), T, "events")
+    # under time slicing the erased frame is simply empty
+    _assert_injection_exact(FlashTrigger(polarity="erase", start=2, length=1), ev, (W, H, P), T, "time")
+    with pytest.raises(ValueError, match="fewer than its 6 frames"):
+        StaticTrigger().events(ev[:4], (W, H, P), T, "events")
+    with pytest.raises(ValueError, match="event injection: field 't' decreases"):
+        StaticTrigger().events(ev[::-1], (W, H, P), T, "events")
 
 
 def test_apply_pattern_rejects_bad_shapes():
@@ -250,17 +330,3 @@ def test_dynamic_bilevel_step_moves_generator_and_classifier():
     assert len(hist) == 1 and all(k in hist[0] for k in ("loss", "loss_gen"))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert float((trig(DS.x) - DS.x).max()) <= 0.01 + 1e-7
-
-
-def test_event_injection_on_real_nmnist_recording(nmnist_root):
-    path = sorted((nmnist_root / "Train" / "3").glob("*.bin"))[0]
-    ev = data.read_event_bin(path)
-    sensor = (34, 34, 2)
-    trig = StaticTrigger(position="random", polarity="on", seed=3)
-    poisoned = data.validate_events(trig.events(ev, sensor, 16), sensor, source=str(path))
-    frames = torch.as_tensor(frames_mod.to_frames(poisoned, sensor, 16, "events", True))
-    x, y = trig.corner(34, 34)
-    assert bool(frames[:, 1, y : y + 3, x : x + 3].all())
-    # The frame trigger draws the same square (ON channel) on the clean frames.
-    drawn = trig(torch.as_tensor(frames_mod.to_frames(ev, sensor, 16, "events", True)).float())
-    assert torch.equal(drawn[:, 1].bool() & trig.mask(16, 34, 34), frames[:, 1].bool() & trig.mask(16, 34, 34))

@@ -36,7 +36,7 @@ def attack_subparsers(sub):
 # CLI option -> trigger parameter; only options the user gives are passed, so the trigger
 # rejects one that does not apply to it (e.g. --position for flash) with a clear error.
 _TRIGGER_OPTS = ("size", "polarity", "position", "direction", "steps", "grid", "region_choice", "polarity_choice",
-                 "step", "start", "length", "on", "gap")
+                 "step", "counting", "start", "length", "on", "gap")
 
 
 def register(sub) -> None:
@@ -66,9 +66,10 @@ def register(sub) -> None:
     t.add_argument("--polarity-choice", dest="polarity_choice", choices=["most", "least"], help="smart: most or least frequent polarity pattern")
     t.add_argument("--step", type=int, help="smart: random-walk step in px (default 2)")
     t.add_argument("--start", type=int, help="flash/framed/strobe: first frame")
-    t.add_argument("--length", type=int, help="flash/framed: number of frames (default 3)")
-    t.add_argument("--on", type=int, help="strobe: frames on")
-    t.add_argument("--gap", type=int, help="strobe: frames off")
+    t.add_argument("--length", type=int, help="flash/framed: number of frames (default 3); strobe: frames in which bursts start (default: all)")
+    t.add_argument("--counting", choices=["reference", "pixels"], help="smart: how polarity patterns are counted (default reference)")
+    t.add_argument("--on", type=int, help="strobe: frames per burst (default 1)")
+    t.add_argument("--gap", type=int, help="strobe: frames off between bursts (default 1)")
     t.add_argument("--gamma", type=float, default=0.01, help="dynamic: L-inf bound of the perturbation (default 0.01)")
     t.add_argument("--alpha", type=float, default=0.5, help="dynamic: clean vs backdoor loss weight (default 0.5)")
     t.add_argument("--inject", choices=["frames", "events"], default="frames", help="apply the trigger to frames or insert it as events")
@@ -77,6 +78,8 @@ def register(sub) -> None:
     a.add_argument("--target", type=int, default=0, help="target label (default 0)")
     a.add_argument("--mode", choices=["all-to-one", "all-to-all"], default="all-to-one")
     a.add_argument("--label-mode", dest="label_mode", choices=["dirty", "clean"], default="dirty")
+    a.add_argument("--exclude-target", dest="exclude_target", action="store_true",
+                   help="dirty-label: poison only samples of other classes (Flashy Backdoor's choice)")
     a.add_argument("--epochs", type=int, default=10)
     a.add_argument("--batch-size", type=int, default=32)
     a.add_argument("--lr", type=float, default=1e-3)
@@ -95,7 +98,7 @@ def config_from_args(args: argparse.Namespace):
     return BackdoorConfig(dataset=args.data, root=args.root, T=args.T, slicing=args.slicing, model=args.model,
                           model_kwargs=key_values(args.model_arg, "--model-arg"), trigger=args.trigger, trigger_params=params,
                           rate=args.rate, target=args.target, mode=args.mode, label_mode=args.label_mode,
-                          inject=args.inject, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          exclude_target=args.exclude_target, inject=args.inject, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, alpha=args.alpha, gamma=args.gamma)
 
 

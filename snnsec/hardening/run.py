@@ -123,7 +123,8 @@ def run_hardening(config: HardeningConfig, *, progress: bool = True) -> Hardenin
         bd_cfg = BackdoorConfig.from_cell({"dataset": config.dataset, "T": config.T, "seed": config.seed, **config.backdoor})
         trigger = build_trigger(bd_cfg, _frames_labels(train_ds)[0] if bd_cfg.trigger == "smart" else None)
         poison = PoisonedDataset(train_ds, trigger, rate=bd_cfg.rate, target=bd_cfg.target, mode=bd_cfg.mode,
-                                 label_mode=bd_cfg.label_mode, seed=config.seed, inject=bd_cfg.inject, num_classes=K)
+                                 label_mode=bd_cfg.label_mode, seed=config.seed, inject=bd_cfg.inject, num_classes=K,
+                                 exclude_target=bd_cfg.exclude_target)
 
     tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed)
     history = train(model, train_ds, None, tcfg, progress=progress, loss_fn=loss_fn,

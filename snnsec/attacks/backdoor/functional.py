@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from snnsec.data.events import validate_events
 from snnsec.data.frames import bin_index
 from snnsec.data.spec import SLICINGS
 
@@ -116,53 +117,106 @@ def inject_events(
     polarity: str,
     slicing: str = "events",
 ) -> np.ndarray:
-    """Turn a frame pattern into real events: one synthetic event per trigger pixel, per
-    polarity, per frame, placed in the middle of that frame's slice of the recording.
+    """Write a frame pattern into a recording as real events.
 
-    Why the middle: with equal-count slicing the inserted events shift every bin edge, by
-    ``t * S`` events for bin t when S events go in per frame. A group placed at the original
-    bin centre still lands inside its new bin (its start moves by ``t * S``, its end by
-    ``(t + 1) * S``), so the frames of the new stream show the square in exactly the frames
-    the mask names. ``erase`` removes the events inside the masked pixels of each frame instead.
+    The contract: framing the result with ``slicing`` into binary frames gives exactly
+    ``apply_pattern(frames of the clean recording, mask, polarity)``. Per frame t, the events
+    on the masked pixels are removed (the frame trigger overwrites both channels) and one
+    synthetic event per masked pixel and pattern polarity is added, timed inside frame t.
+
+    What keeps the frame boundaries where they were:
+
+    * ``events``/``number`` (equal event counts): a trigger adds different numbers of events
+      to different frames (a flash fills three frames and leaves the rest), which would move
+      every later bin edge. Each frame is therefore padded to the same count with copies of
+      events it already holds (same pixel, polarity and time), invisible in binary frames.
+      In count frames (``binary=False``) those copies raise counts outside the mask; inside
+      the mask every cell is exactly 1, as the frame trigger writes.
+    * ``time``: the edges hang on the first event; when the trigger removes it, frame 0's
+      new events take its timestamp. ``time-zero``: the same for the last event.
+
+    Raises ``ValueError`` where no event stream can show the pattern: an ``erase`` that
+    empties a frame under count slicing, or a recording too short for its frames.
     Returns a new, time-sorted structured array with the input's dtype.
     """
     W, H, P = (int(v) for v in sensor_size)
     mask = torch.as_tensor(mask).bool().cpu().numpy()
     T = mask.shape[0]
-    if mask.shape[1:] != (H, W):
+    if mask.ndim != 3 or mask.shape[1:] != (H, W):
         raise ValueError(f"trigger mask has shape {mask.shape}, sensor needs (T, {H}, {W})")
-    n = len(events)
-    if n == 0:
-        raise ValueError("event injection: the recording has no events to place the trigger in")
-    events = events[np.argsort(events["t"], kind="stable")]
-    if check_polarity(polarity) == "erase":
-        frame = np.minimum(bin_index(events, T, slicing), T - 1)
-        keep = ~mask[frame, events["y"].astype(np.int64), events["x"].astype(np.int64)]
-        return events[keep].copy()
-
-    pols = event_polarities(polarity, P)
-    t_all = events["t"]
-    # Bin centres under snnsec.data.frames' (tonic's) slicing of the original stream.
-    if slicing in ("events", "number"):
-        width = max(n // T, 1)
-        centres = t_all[np.minimum(np.arange(T) * width + width // 2, n - 1)]
-    elif slicing == "time-zero":
-        span = int(t_all[-1]) + 1
-        centres = ((2 * np.arange(T) + 1) * span // (2 * T)).astype(t_all.dtype)
-    elif slicing == "time":
-        t0 = int(t_all[0])
-        width = max((int(t_all[-1]) - t0) // T, 1)
-        centres = (t0 + np.arange(T) * width + width // 2).astype(t_all.dtype)
-    else:
+    if slicing not in SLICINGS:
         raise ValueError(f"slicing: expected one of {SLICINGS}, got {slicing!r}")
-    ts, ys, xs = np.nonzero(mask)
-    k = len(ts) * len(pols)
-    new = np.zeros(k, dtype=events.dtype)
-    if k:
+    validate_events(events, sensor_size, source="event injection")
+    n = len(events)
+    if n < T:
+        raise ValueError(f"event injection: the recording has {n} events, fewer than its {T} frames; "
+                         "there is no frame to place the trigger in")
+    pols = event_polarities(polarity, P)
+    counted = slicing in ("events", "number")
+    t = events["t"].astype(np.int64)
+    frame = bin_index(events, T, slicing)
+    framed = frame < T
+    hit = np.zeros(n, dtype=bool)
+    hit[framed] = mask[frame[framed], events["y"][framed].astype(np.int64), events["x"][framed].astype(np.int64)]
+    # frame indices never decrease along a time-sorted stream, so frame f is one slice
+    bounds = np.searchsorted(frame, np.arange(T + 1))
+    anchor = {"time": (0, 0), "time-zero": (T - 1, n - 1)}.get(slicing)
+
+    parts = []
+    for f in range(T):
+        chunk = events[bounds[f] : bounds[f + 1]]
+        kept = chunk[~hit[bounds[f] : bounds[f + 1]]]
+        ys, xs = np.nonzero(mask[f])
+        new = np.zeros(len(ys) * len(pols), dtype=events.dtype)
         new["x"] = np.repeat(xs, len(pols))
         new["y"] = np.repeat(ys, len(pols))
-        new["t"] = np.repeat(centres[ts], len(pols))
-        new["p"] = np.tile(np.asarray(pols), len(ts))
-    merged = np.concatenate([events, new])
-    # Stable: originals stay in place and each injected group stays contiguous at its time.
-    return merged[np.argsort(merged["t"], kind="stable")]
+        new["p"] = np.tile(np.asarray(pols, dtype=np.int64), len(ys))
+        new["t"] = _inside_frame(t, f, T, slicing, chunk)
+        if anchor is not None and anchor[0] == f and hit[anchor[1]]:
+            # the removed event fixed the time axis: something must keep its timestamp
+            if len(new):
+                new["t"] = t[anchor[1]]
+            elif len(kept):
+                kept = np.concatenate([kept, kept[:1]])
+                kept["t"][-1] = t[anchor[1]]
+            else:
+                raise ValueError(f"event injection: erasing frame {f} removes the event that fixes the "
+                                 f"'{slicing}' time axis and leaves nothing to keep its timestamp")
+        parts.append([kept, new])
+
+    if counted:
+        sizes = np.array([len(k) + len(nw) for k, nw in parts])
+        if (sizes == 0).any():
+            raise ValueError(f"event injection: the trigger empties frame {int(np.argmin(sizes))}, which no event "
+                             f"stream can show under '{slicing}' slicing (equal event counts per frame); "
+                             "use slicing 'time' or a frame-level trigger")
+        width = int(sizes.max()) if slicing == "events" else max(int(sizes[:-1].max(initial=0)), int(sizes[-1]) - T + 1)
+        for f, (kept, new) in enumerate(parts):
+            goal = max(width, int(sizes[f])) if (slicing == "number" and f == T - 1) else width
+            source = kept if len(kept) else new
+            parts[f].append(np.resize(source, goal - int(sizes[f])))
+
+    out = []
+    for pieces in parts:
+        merged = np.concatenate(pieces)
+        out.append(merged[np.argsort(merged["t"], kind="stable")])
+    out.append(events[bounds[T]:])  # the tail the slicing drops, unchanged
+    result = np.concatenate(out)
+    intended = np.repeat(np.arange(T + 1), [*(len(o) for o in out)])
+    placed = bin_index(result, T, slicing)
+    if not np.array_equal(np.minimum(placed, T), intended):
+        raise ValueError(f"event injection: the recording ({n} events over {int(t[-1] - t[0])} us) is too short "
+                         f"to hold {T} '{slicing}' frames with the trigger in them")
+    return result
+
+
+def _inside_frame(t: np.ndarray, f: int, T: int, slicing: str, chunk: np.ndarray) -> int:
+    """A timestamp that frame ``f`` owns: its middle event under count slicing, the middle
+    of its window under time slicing."""
+    if slicing in ("events", "number"):
+        return int(chunk["t"][len(chunk) // 2])
+    if slicing == "time-zero":
+        span = int(t[-1]) + 1
+        return (2 * f + 1) * span // (2 * T)
+    width = max((int(t[-1]) - int(t[0])) // T, 1)
+    return int(t[0]) + f * width + width // 2

@@ -35,10 +35,13 @@ def poison_label(y: torch.Tensor, target: int, mode: str, num_classes: int) -> t
     raise ValueError(f"poisoning mode: expected one of {MODES}, got {mode!r}")
 
 
-def select_poison_indices(labels, rate: float, *, target: int = 0, label_mode: str = "dirty", seed: int = 0) -> np.ndarray:
+def select_poison_indices(labels, rate: float, *, target: int = 0, label_mode: str = "dirty", seed: int = 0,
+                          exclude_target: bool = False) -> np.ndarray:
     """Deterministically choose ``round(rate * N)`` sample indices to poison (sorted).
 
-    dirty-label: any sample (the reference's choice, target class included);
+    dirty-label: any sample (Sneaky Spikes' choice, target class included), or with
+    ``exclude_target`` only samples of other classes (Flashy Backdoor's choice: a poisoned
+    sample then always changes label);
     clean-label: only samples already of the target class, whose labels stay untouched.
     """
     y = np.asarray(labels)
@@ -48,11 +51,16 @@ def select_poison_indices(labels, rate: float, *, target: int = 0, label_mode: s
     if label_mode not in LABEL_MODES:
         raise ValueError(f"poisoning label mode: expected one of {LABEL_MODES}, got {label_mode!r}")
     n = int(round(float(rate) * n_total))
-    pool = np.arange(n_total) if label_mode == "dirty" else np.flatnonzero(y == int(target))
+    if exclude_target and label_mode != "dirty":
+        raise ValueError("poisoning: exclude_target applies to dirty-label poisoning only (clean-label poisons the target class)")
+    if label_mode == "clean":
+        pool = np.flatnonzero(y == int(target))
+    else:
+        pool = np.flatnonzero(y != int(target)) if exclude_target else np.arange(n_total)
     if n > len(pool):
         raise ValueError(
             f"poison rate {rate}: {n} samples requested but only {len(pool)} are eligible "
-            f"({'target-class samples for clean-label' if label_mode == 'clean' else 'samples'})"
+            f"({'target-class samples for clean-label' if label_mode == 'clean' else 'non-target samples' if exclude_target else 'samples'})"
         )
     rng = np.random.default_rng(int(seed))
     return np.sort(rng.choice(pool, size=n, replace=False)).astype(np.int64)
@@ -67,21 +75,26 @@ class PoisonedDataset(Dataset):
     """
 
     def __init__(self, base, trigger, *, rate: float = 0.1, target: int = 0, mode: str = "all-to-one",
-                 label_mode: str = "dirty", seed: int = 0, inject: str = "frames", num_classes: int | None = None):
+                 label_mode: str = "dirty", seed: int = 0, inject: str = "frames", num_classes: int | None = None,
+                 exclude_target: bool = False):
         if mode not in MODES:
             raise ValueError(f"poisoning mode: expected one of {MODES}, got {mode!r}")
         if label_mode == "clean" and mode != "all-to-one":
             raise ValueError("clean-label poisoning needs mode='all-to-one' (the samples keep their own label)")
+        if exclude_target and mode != "all-to-one":
+            raise ValueError("poisoning: exclude_target needs mode='all-to-one' (all-to-all has no single target)")
         if inject not in ("frames", "events"):
             raise ValueError(f"poisoning inject: expected 'frames' or 'events', got {inject!r}")
         self.base, self.trigger = base, trigger
         self.rate, self.target, self.mode = float(rate), int(target), mode
         self.label_mode, self.seed, self.inject = label_mode, int(seed), inject
+        self.exclude_target = bool(exclude_target)
         spec = getattr(base, "spec", None)
         self.num_classes = int(num_classes or (spec.num_classes if spec is not None and spec.num_classes else 0) or int(_targets(base).max()) + 1)
         clean_targets = _targets(base)
         self.clean_targets = clean_targets
-        self.poisoned_indices = select_poison_indices(clean_targets.numpy(), rate, target=target, label_mode=label_mode, seed=seed)
+        self.poisoned_indices = select_poison_indices(clean_targets.numpy(), rate, target=target, label_mode=label_mode, seed=seed,
+                                                      exclude_target=exclude_target)
         self.is_poisoned = torch.zeros(len(base), dtype=torch.bool)
         self.is_poisoned[torch.from_numpy(self.poisoned_indices)] = True
         new = clean_targets.clone()

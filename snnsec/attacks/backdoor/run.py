@@ -34,6 +34,8 @@ class BackdoorConfig:
     target: int = 0
     mode: str = "all-to-one"
     label_mode: str = "dirty"
+    # Flashy Backdoor poisons only samples of other classes; Sneaky Spikes draws from all
+    exclude_target: bool = False
     inject: str = "frames"
     epochs: int = 10
     # The reference trains with batch 16; 32 is snnsec.train's recommended N-MNIST recipe, so
@@ -64,6 +66,8 @@ class BackdoorConfig:
             p.update(alpha=self.alpha, gamma=self.gamma)
         else:
             p.update(rate=self.rate, label_mode=self.label_mode, inject=self.inject)
+            if self.exclude_target:
+                p["exclude_target"] = True
         return p
 
 
@@ -84,7 +88,7 @@ class BackdoorResult:
         """What ``model.json['attack']`` records so the trigger can be re-applied by name."""
         c = self.config
         return {"kind": "backdoor", "trigger": self.trigger.to_spec(), "rate": c.rate, "target": c.target,
-                "mode": c.mode, "label_mode": c.label_mode, "inject": c.inject,
+                "mode": c.mode, "label_mode": c.label_mode, "exclude_target": c.exclude_target, "inject": c.inject,
                 "poisoned_indices": None if self.poisoned_indices is None else self.poisoned_indices.tolist(),
                 **({"alpha": c.alpha, "gamma": c.gamma} if c.trigger == "dynamic" else {})}
 
@@ -169,7 +173,8 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
     else:
         trigger = build_trigger(config, x_train)
         pds = PoisonedDataset(train_ds, trigger, rate=config.rate, target=config.target, mode=config.mode,
-                              label_mode=config.label_mode, seed=config.seed, inject=config.inject, num_classes=K)
+                              label_mode=config.label_mode, seed=config.seed, inject=config.inject, num_classes=K,
+                              exclude_target=config.exclude_target)
         poisoned = pds.poisoned_indices
         tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed, loss=config.loss)
         history = train(model, train_ds, None, tcfg, progress=progress, batch_transform=pds.batch_transform)

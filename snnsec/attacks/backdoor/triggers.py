@@ -175,6 +175,8 @@ class SmartTrigger(PatternTrigger):
     region_choice: str = "most"  # most | least active region
     polarity_choice: str = "least"  # least | most frequent pattern in it
     step: int = 2
+    # "reference": Sneaky Spikes' counts (see pattern_counts); "pixels": one count per pixel
+    counting: str = "reference"
     region: int | None = None  # fitted: index r*grid + c
     pattern: str | None = None  # fitted polarity
 
@@ -184,6 +186,8 @@ class SmartTrigger(PatternTrigger):
         F.square_side(self.size, 100)
         if self.region_choice not in ("most", "least") or self.polarity_choice not in ("most", "least"):
             raise ValueError("smart trigger: region_choice and polarity_choice must be 'most' or 'least'")
+        if self.counting not in COUNTINGS:
+            raise ValueError(f"smart trigger: counting must be one of {COUNTINGS}, got {self.counting!r}")
 
     @property
     def fitted(self) -> bool:
@@ -194,7 +198,7 @@ class SmartTrigger(PatternTrigger):
         x = _as_tensor(frames)
         if x.dim() != 5:
             raise ValueError(f"smart trigger fit: expected frames [N, T, P, H, W], got {tuple(x.shape)}")
-        stats = pattern_counts(x, self.grid)  # [grid*grid, 4]
+        stats = pattern_counts(x, self.grid, self.counting)  # [grid*grid, 4]
         activity = stats[:, 1:].sum(1)
         region = int(activity.argmax() if self.region_choice == "most" else activity.argmin())
         counts = stats[region]
@@ -233,33 +237,45 @@ class SmartTrigger(PatternTrigger):
         return F.squares_mask(self.path(T, H, W), H, W, self.side(W))
 
 
-# Index = (ch0 > 0) + 2 * (ch1 > 0) would order as erase, off, on, both; keep the reference
-# polarity numbering instead: 0 erase, 1 on (ch1 only), 2 off (ch0 only), 3 both.
+# Polarity patterns in the reference's numbering: 0 erase, 1 on (ch1 only), 2 off (ch0 only), 3 both.
 _CODES = ("erase", "on", "off", "both")
+COUNTINGS = ("reference", "pixels")
 
 
-def pattern_counts(frames: torch.Tensor, grid: int = 3) -> torch.Tensor:
-    """Per region of a ``grid`` x ``grid`` split, how many (sample, frame, pixel) cells show
-    each polarity pattern: ``[grid*grid, 4]`` in the order erase, on, off, both.
+def pattern_counts(frames: torch.Tensor, grid: int = 3, counting: str = "reference") -> torch.Tensor:
+    """Per region of a ``grid`` x ``grid`` split, how often each polarity pattern occurs:
+    ``[grid*grid, 4]`` in the order erase, on, off, both.
 
-    Every entry counts pixels (the reference mixed per-element and per-pixel counts).
+    ``"reference"`` counts as Sneaky Spikes' ``create_smart_trigger`` does, on the frame
+    values themselves (count frames there): *on* and *off* are pixels with (0, 1) and
+    (1, 0), but *erase* counts channel **values** equal to 0 and *both* channel values equal
+    to 1. *both* is then at least *on* + *off*, so the least frequent pattern is never
+    *both*, and a region's activity (on + off + both) counts a both-pixel three times.
+    ``"pixels"`` counts each pixel once, in the pattern its two channels form (any value
+    above 0 is a spike): the count the paper describes.
     """
+    if counting not in COUNTINGS:
+        raise ValueError(f"pattern counts: counting must be one of {COUNTINGS}, got {counting!r}")
     N, T, P, H, W = frames.shape
-    active = frames > 0
     if P == 1:
-        on = active[:, :, 0]
-        off = torch.zeros_like(on)
+        ch0 = torch.zeros_like(frames[:, :, 0])
+        ch1 = frames[:, :, 0]
     else:
-        off, on = active[:, :, 0], active[:, :, 1]
-    code = on.long() * 1 + off.long() * 2  # 0 erase, 1 on, 2 off, 3 both
-    code = torch.where(on & off, torch.full_like(code, 3), code)
+        ch0, ch1 = frames[:, :, 0], frames[:, :, 1]
     ys = np.linspace(0, H, grid + 1).astype(int)
     xs = np.linspace(0, W, grid + 1).astype(int)
     out = torch.zeros(grid * grid, 4, dtype=torch.long)
     for r in range(grid):
         for c in range(grid):
-            block = code[..., ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
-            out[r * grid + c] = torch.bincount(block.reshape(-1), minlength=4)
+            a = ch0[..., ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+            b = ch1[..., ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+            if counting == "reference":
+                row = [int((a == 0).sum() + (b == 0).sum()), int(((a == 0) & (b == 1)).sum()),
+                       int(((a == 1) & (b == 0)).sum()), int((a == 1).sum() + (b == 1).sum())]
+            else:
+                off, on = a > 0, b > 0
+                row = [int((~off & ~on).sum()), int((on & ~off).sum()), int((off & ~on).sum()), int((on & off).sum())]
+            out[r * grid + c] = torch.tensor(row)
     return out
 
 
@@ -305,24 +321,36 @@ class FramedTrigger(StaticTrigger):
 @register_trigger
 @dataclass(frozen=True)
 class StrobeTrigger(StaticTrigger):
-    """Flashy Backdoor's strobe: the static square switched on for ``on`` frames and off for
-    ``gap`` frames, repeating from ``start``."""
+    """Flashy Backdoor's strobe: the static square in bursts of ``on`` frames, one burst
+    starting every ``on + gap`` frames from ``start`` while inside ``length`` frames (``None``:
+    to the end of the clip). As in the reference's ``get_attack_frames``, a burst that starts
+    inside the window runs its full ``on`` frames (clipped at the clip's end): gap 1 and
+    length 5 give frames 0, 2 and 4."""
 
     name: ClassVar[str] = "strobe"
     start: int = 0
     on: int = 1
     gap: int = 1
+    length: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if int(self.on) < 1 or int(self.gap) < 0:
             raise ValueError(f"strobe trigger: expected on >= 1 and gap >= 0, got on={self.on}, gap={self.gap}")
+        if int(self.start) < 0:
+            raise ValueError(f"strobe trigger: expected start >= 0, got {self.start}")
+        if self.length is not None and int(self.length) < 1:
+            raise ValueError(f"strobe trigger: expected length >= 1 (or none for the whole clip), got {self.length}")
+
+    def frames_on(self, T: int) -> list[int]:
+        window_end = T if self.length is None else min(T, int(self.start) + int(self.length))
+        period = int(self.on) + int(self.gap)
+        return sorted({t for s in range(int(self.start), window_end, period) for t in range(s, min(T, s + int(self.on)))})
 
     def mask(self, T, H, W):
         xy = self.corner(H, W)
-        period = int(self.on) + int(self.gap)
-        path = [xy if t >= self.start and (t - self.start) % period < self.on else None for t in range(T)]
-        return F.squares_mask(path, H, W, self.side(W))
+        on = set(self.frames_on(T))
+        return F.squares_mask([xy if t in on else None for t in range(T)], H, W, self.side(W))
 
 
 def trigger_names() -> list[str]:
