@@ -176,10 +176,17 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 
 def ssim_images(a, b, *, data_range: float = 1.0, window: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
-    """Mean SSIM of image pairs ``[..., H, W]`` -> ``[...]``, Gaussian-weighted, valid region.
+    """Mean SSIM of image pairs ``[..., H, W]`` -> ``[...]``: Wang et al. (2004) with an
+    11 x 11 Gaussian window (sigma 1.5), the map computed at **every** pixel of the image
+    with reflect padding and averaged. This is torchmetrics'
+    ``structural_similarity_index_measure`` (the SSIM BackdoorBench reports), which the
+    tests check value for value.
 
-    Images smaller than the window use the largest odd window that fits (sigma scaled by the
-    same factor), so tiny sensors still get a defined score.
+    Why not the valid region only (scikit-image's and MATLAB's ``ssim`` crop the border):
+    it weighs a corner pixel about 1e-6 of the mean, so a trigger in the corner, the
+    paper's default position, would look 20 times less visible than the same trigger in
+    the middle. Images smaller than the window use the largest odd window that fits
+    (sigma scaled by the same factor), so tiny sensors still get a defined score.
     """
     x = torch.as_tensor(a).double()
     y = torch.as_tensor(b).double()
@@ -188,15 +195,17 @@ def ssim_images(a, b, *, data_range: float = 1.0, window: int = 11, sigma: float
     if x.dim() < 2:
         raise ValueError(f"ssim: expected images [..., H, W], got shape {tuple(x.shape)}")
     lead, (H, W) = x.shape[:-2], x.shape[-2:]
-    size = min(window, H, W)
+    # reflect padding needs the pad to be smaller than the image
+    size = min(window, 2 * min(H, W) - 1)
     if size % 2 == 0:
         size -= 1
     g = gaussian_window(size, sigma * size / window)[None, None]
-    x = x.reshape(-1, 1, H, W)
-    y = y.reshape(-1, 1, H, W)
+    pad = (size - 1) // 2
+    x = F.pad(x.reshape(-1, 1, H, W), (pad, pad, pad, pad), mode="reflect")
+    y = F.pad(y.reshape(-1, 1, H, W), (pad, pad, pad, pad), mode="reflect")
     mu_x, mu_y = F.conv2d(x, g), F.conv2d(y, g)
-    sxx = F.conv2d(x * x, g) - mu_x**2
-    syy = F.conv2d(y * y, g) - mu_y**2
+    sxx = (F.conv2d(x * x, g) - mu_x**2).clamp(min=0)
+    syy = (F.conv2d(y * y, g) - mu_y**2).clamp(min=0)
     sxy = F.conv2d(x * y, g) - mu_x * mu_y
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))

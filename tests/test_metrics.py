@@ -92,6 +92,57 @@ def test_ssim_known_value_constant_images():
     assert float(M.ssim_images(a, b)) == pytest.approx((2 * 0.2 * 0.6 + c1) / (0.04 + 0.36 + c1))
 
 
+def _torchmetrics_ssim():
+    """torchmetrics' SSIM, imported without its torchvision extras: the CPU torch here has
+    a torchvision that cannot load, and torchmetrics imports it whenever it is installed."""
+    import importlib.metadata as md
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("torchmetrics") is None:
+        pytest.skip("torchmetrics is not installed (it is in the 'test' extra)")
+    imports = pytest.importorskip("lightning_utilities.core.imports")
+    real = imports._version
+
+    def without_torchvision(name):
+        if name == "torchvision":
+            raise md.PackageNotFoundError(name)
+        return real(name)
+
+    saved = sys.modules.get("torchvision", "absent")
+    imports._version, sys.modules["torchvision"] = without_torchvision, None
+    try:
+        from torchmetrics.functional.image import structural_similarity_index_measure
+    finally:
+        imports._version = real
+        if saved == "absent":
+            del sys.modules["torchvision"]
+        else:
+            sys.modules["torchvision"] = saved
+    return structural_similarity_index_measure
+
+
+def test_ssim_equals_torchmetrics():
+    tm_ssim = _torchmetrics_ssim()
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(6, 1, 34, 34, generator=g) > 0.8).float()
+    corner = frames.clone()
+    corner[:, :, :3, :3] = 1.0
+    middle = frames.clone()
+    middle[:, :, 15:18, 15:18] = 1.0
+    noisy = torch.rand(6, 1, 34, 34, generator=g)
+    for other in (corner, middle, noisy):
+        want = torch.stack([tm_ssim(o[None], f[None], data_range=1.0) for o, f in zip(other, frames)])
+        assert torch.allclose(M.ssim_images(frames, other).flatten().float(), want, atol=1e-5)
+    # the border counts: a 3x3 square in the corner loses 0.042 of SSIM, 0.43 of what the same
+    # square in the middle loses (valid-region SSIM: 0.0026 against 0.195 in the middle, 1/75)
+    on_blank = torch.zeros(1, 34, 34)
+    c, m = on_blank.clone(), on_blank.clone()
+    c[:, :3, :3], m[:, 15:18, 15:18] = 1.0, 1.0
+    assert float(1 - M.ssim_images(on_blank, c)) == pytest.approx(0.0418, abs=1e-3)
+    assert float(1 - M.ssim_images(on_blank, c)) > 0.4 * float(1 - M.ssim_images(on_blank, m))
+
+
 def test_ssim_per_frame_and_time_averaged():
     clean = torch.zeros(4, 2, 20, 20)
     poisoned = clean.clone()
