@@ -237,6 +237,16 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     hw = build["sensor_hw"]
     if not (isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(v, int) and v > 0 for v in hw)):
         raise ValueError(f"{path}: field 'build.sensor_hw' must be [H, W] positive integers, got {hw!r}")
+    # the model is fed frames framed by 'spec': a model built for other frames would fail deep
+    # inside a layer, or (T) silently reshape time into the batch
+    for field, want in (("T", spec.T), ("in_channels", spec.polarities), ("sensor_hw", [spec.height, spec.width]),
+                        ("num_classes", spec.num_classes or build["num_classes"])):
+        got = list(build[field]) if field == "sensor_hw" else build[field]
+        if got != want:
+            source = {"T": "T", "in_channels": "sensor_size[2]", "sensor_hw": "sensor_size[1], sensor_size[0]",
+                      "num_classes": "classes"}[field]
+            raise ValueError(f"{path}: field 'build.{field}' is {got!r} but the data spec (field 'spec.{source}') "
+                             f"gives {want!r}; a model must be built for the frames it is fed")
     return {**meta, "arch_kwargs": meta.get("arch_kwargs") or {}, "build": build}
 
 

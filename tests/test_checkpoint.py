@@ -157,6 +157,9 @@ def test_metadata_errors_name_file_and_field(saved):
         ({"seed": "x"}, r"model\.json: field 'seed' must be an integer"),
         ({"spec": {"name": "toy"}}, r"model\.json: field 'spec': data spec is missing field\(s\) \['sensor_size', 'T'\]"),
         ({"build": {**good["build"], "T": 0}}, r"model\.json: field 'build\.T' must be a positive integer"),
+        ({"build": {**good["build"], "T": good["spec"]["T"] + 1}},
+         r"model\.json: field 'build\.T' is \d+ but the data spec \(field 'spec\.T'\) gives \d+"),
+        ({"build": {**good["build"], "in_channels": 1}}, r"field 'build\.in_channels' is 1 but the data spec"),
         ({"arch": "no-such-net"}, r"model\.json: field 'arch': unknown model 'no-such-net'.*csnn"),
     ]:
         path.write_text(json.dumps({**good, **change}))

@@ -172,6 +172,15 @@ def test_truncated_recording_in_a_dataset_names_the_file(tmp_path):
         ds[3]
 
 
+def test_empty_recording_names_the_file(tmp_path):
+    for d in range(10):
+        write_bin(tmp_path / "Test" / str(d) / "00001.bin", [1, 2], [1, 2], [0, 5], [0, 1])
+    (tmp_path / "Test" / "4" / "00001.bin").write_bytes(b"")
+    ds, _ = load("nmnist", split="test", root=tmp_path)
+    with pytest.raises(ValueError, match=r"Test/4/00001\.bin: the recording holds no events"):
+        ds[4]
+
+
 def test_unknown_options_are_value_errors(nmnist_root):
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['shuffle'\]"):
         load("nmnist", root=nmnist_root, shuffle=True)

@@ -81,6 +81,41 @@ def test_unsorted_time_is_named():
         to_frames(ev, (4, 1, 2), 2, "time")
 
 
+def test_invalid_streams_are_refused_by_field():
+    good = make_events([1, 2], [1, 2], [0, 5], [0, 1])
+    floats = np.zeros(2, dtype=[("x", "f8"), ("y", "i2"), ("t", "i8"), ("p", "i1")])
+    floats["x"], floats["t"] = [1.7, 2], [0, 5]
+    nan = floats.copy()
+    nan["x"][0] = np.nan
+    negative = good.copy()
+    negative["t"][0] = -5
+    strings = np.zeros(2, dtype=[("x", "U3"), ("y", "i2"), ("t", "i8"), ("p", "i1")])
+    for events, message in [
+        (floats, r"field 'x' has dtype float64, expected an integer dtype"),
+        (nan, r"field 'x' contains NaN \(first at event 0\)"),
+        (negative, r"field 't' is negative at event 0"),
+        (strings, r"field 'x' has dtype <U3"),
+        ([(1, 1, 0, 1)], r"expected a structured numpy array .* got list"),
+    ]:
+        for slicing in ("events", "time", "time-zero", "number"):
+            with pytest.raises(ValueError, match="to_frames: " + message):
+                to_frames(events, (34, 34, 2), 2, slicing)
+
+
+def test_make_events_refuses_values_its_dtype_cannot_hold():
+    with pytest.raises(ValueError, match=r"field 'x' value 40000 \(event 0\) does not fit int16"):
+        make_events([40000], [1], [0], [1])
+    with pytest.raises(ValueError, match=r"field 'x' must hold whole numbers, event 1 has 1.7"):
+        make_events([1.0, 1.7], [1, 1], [0, 1], [1, 1])
+    with pytest.raises(ValueError, match=r"field 't' must hold whole numbers, event 0 has nan"):
+        make_events([1], [1], [float("nan")], [1])
+    with pytest.raises(ValueError, match=r"field 'p' has dtype <U1"):
+        make_events([1], [1], [0], ["a"])
+    with pytest.raises(ValueError, match="four 1-D sequences of one length"):
+        make_events([1, 2], [1], [0], [1])
+    assert make_events([1.0], [2], [3], [True])["p"][0] == 1
+
+
 def _spikingjelly_framing():
     """spikingjelly's own ``integrate_events_by_fixed_frames_number`` and its two helpers, run from
     the installed source: ``import spikingjelly.datasets`` imports torchvision, which fails with

@@ -149,3 +149,24 @@ def test_cli_backdoor_writes_checkpoint_metrics_figure_rows(nmnist_root, tmp_pat
     with pytest.raises(SystemExit):
         main(["attack", "backdoor", "--data", "nmnist", "--trigger", "flash", "--out", str(out), "--position", "nowhere"])
     assert main(["attack", "backdoor", "--data", "ndigits", "--trigger", "flash", "--position", "middle", "--out", str(out)]) == 2
+
+
+def test_cli_backdoor_out_of_range_values_exit_2_before_training(nmnist_root, tmp_path, monkeypatch, capsys):
+    import snnsec.train
+    from snnsec.cli import main
+
+    def no_training(*a, **k):
+        raise AssertionError("training started before the inputs were checked")
+
+    monkeypatch.setattr(snnsec.train, "train", no_training)
+    base = ["attack", "backdoor", "--data", "nmnist", "--root", str(nmnist_root), "--T", "4", "--trigger", "static",
+            "--out", str(tmp_path / "bd"), "--no-progress"]
+    assert main(base + ["--target", "99"]) == 2
+    assert "backdoor target 99: expected a class index in [0, 10)" in capsys.readouterr().err
+    assert main(base + ["--model-arg", "hidden=abc"]) == 2
+    assert "arch_kwargs hidden='abc' is str, expected an integer (its default is 128)" in capsys.readouterr().err
+    for flag, value in (("--epochs", "0"), ("--batch-size", "-1"), ("--T", "0"), ("--rate", "1.5")):
+        with pytest.raises(SystemExit) as e:
+            main(base + [flag, value])
+        assert e.value.code == 2 and f"argument {flag}: expected" in capsys.readouterr().err
+    assert not (tmp_path / "bd").exists()

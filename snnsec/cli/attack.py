@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snnsec.cli import key_values
+from snnsec.cli import fraction, key_values, positive_int
 from snnsec.data.spec import SLICINGS
 
 _ATTACK_SUBPARSERS = "_snnsec_attack_subparsers"
@@ -50,7 +50,7 @@ def register(sub) -> None:
     d = p.add_argument_group("data and model")
     d.add_argument("--data", required=True, help="dataset name (ndigits, nmnist, dvsgesture, ...)")
     d.add_argument("--root", default=None, help="dataset folder (not needed for ndigits)")
-    d.add_argument("--T", type=int, default=16, help="time steps (default 16, as Sneaky Spikes)")
+    d.add_argument("--T", type=positive_int, default=16, help="time steps (default 16, as Sneaky Spikes)")
     d.add_argument("--slicing", default="events", choices=SLICINGS)
     d.add_argument("--model", default="csnn", help="architecture name (see `snnsec models`)")
     d.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="architecture keyword (JSON value), repeatable")
@@ -74,14 +74,14 @@ def register(sub) -> None:
     t.add_argument("--alpha", type=float, default=0.5, help="dynamic: clean vs backdoor loss weight (default 0.5)")
     t.add_argument("--inject", choices=["frames", "events"], default="frames", help="apply the trigger to frames or insert it as events")
     a = p.add_argument_group("poisoning and training")
-    a.add_argument("--rate", type=float, default=0.1, help="fraction of training samples poisoned (default 0.1)")
+    a.add_argument("--rate", type=fraction, default=0.1, help="fraction of training samples poisoned (default 0.1)")
     a.add_argument("--target", type=int, default=0, help="target label (default 0)")
     a.add_argument("--mode", choices=["all-to-one", "all-to-all"], default="all-to-one")
     a.add_argument("--label-mode", dest="label_mode", choices=["dirty", "clean"], default="dirty")
     a.add_argument("--exclude-target", dest="exclude_target", action="store_true",
                    help="dirty-label: poison only samples of other classes (Flashy Backdoor's choice)")
-    a.add_argument("--epochs", type=int, default=10)
-    a.add_argument("--batch-size", type=int, default=32)
+    a.add_argument("--epochs", type=positive_int, default=10)
+    a.add_argument("--batch-size", type=positive_int, default=32)
     a.add_argument("--lr", type=float, default=1e-3)
     a.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("output")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snnsec.cli import CLIError
+from snnsec.cli import CLIError, positive_int
 from snnsec.cli.attack import attack_subparsers
 
 
@@ -39,7 +39,7 @@ def register(sub) -> None:
                    f"({', '.join(gradient_names())}; surrogates take ':alpha', triangle/rect ':width'), or 'sweep' "
                    "for the default sweep; default: the model's own")
     p.add_argument("--n-samples", type=int, default=200, help="random test subset size (default 200; seeded)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fast", action="store_true", help="reduced steps/queries (smoke tests only, not for reporting)")
     p.add_argument("--queries", type=int, default=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from snnsec.cli import positive_int
 from snnsec.data.spec import SLICINGS
 
 
@@ -25,7 +26,7 @@ def register(sub) -> None:
     show.add_argument("index", type=int, help="sample index within the split")
     show.add_argument("--root", default=None, help="dataset folder (ndigits: cache folder)")
     show.add_argument("--split", default="test", choices=("train", "test"))
-    show.add_argument("--T", type=int, default=16, help="number of frames (default 16)")
+    show.add_argument("--T", type=positive_int, default=16, help="number of frames (default 16)")
     show.add_argument("--slicing", default="events", choices=SLICINGS)
     show.add_argument("--counts", action="store_true", help="draw event counts instead of binary frames")
     show.add_argument("--out", required=True, help="image file to write (.png, .pdf, ...)")

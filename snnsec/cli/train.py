@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from snnsec.cli import key_values
+from snnsec.cli import key_values, positive_int
 from snnsec.data.spec import SLICINGS
 
 STORE_HELP = "results store (default: $SNNSEC_STORE or reports/results.sqlite)"
@@ -30,10 +30,10 @@ def register(sub) -> None:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model keyword argument (repeatable)")
     p.add_argument("--data-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="extra option for snnsec.data.load (repeatable)")
-    p.add_argument("--T", type=int, default=None, help="time steps")
+    p.add_argument("--T", type=positive_int, default=None, help="time steps")
     p.add_argument("--slicing", choices=SLICINGS, default=None, help="framing (default: the dataset's)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (cosine-annealed to 0)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -55,10 +55,10 @@ def register(sub) -> None:
                    help="allow the checkpoint's own factory: snnsec never imports code a checkpoint names, so a "
                    "model.json whose arch is MODULE:FUNCTION loads only when you name the same factory here")
     e.add_argument("--root", default=None, help="dataset folder")
-    e.add_argument("--T", type=int, default=None, help="time steps (default: the checkpoint's)")
+    e.add_argument("--T", type=positive_int, default=None, help="time steps (default: the checkpoint's)")
     e.add_argument("--split", default="test", choices=["train", "test"])
     e.add_argument("--data-opt", action="append", default=[], metavar="KEY=VALUE")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--store", default=None, help=STORE_HELP)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=run_eval)

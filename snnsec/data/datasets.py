@@ -79,8 +79,15 @@ class EventDataset(torch.utils.data.Dataset):
         return len(self.sources)
 
     def events(self, i: int) -> np.ndarray:
-        """Sample i's event stream (a fresh structured array, validated against the sensor)."""
-        return validate_events(self._read(int(i)), self.spec.sensor_size, source=self.sources[int(i)])
+        """Sample i's event stream (a fresh structured array, validated against the sensor).
+
+        An empty recording is an error: its frames would be all zeros, a sample the model
+        was never meant to see, and every count-sliced metric on it is undefined."""
+        ev = validate_events(self._read(int(i)), self.spec.sensor_size, source=self.sources[int(i)])
+        if len(ev) == 0:
+            raise ValueError(f"{self.sources[int(i)]}: the recording holds no events; remove the file or "
+                             f"replace it with a real recording of {self.spec.name}")
+        return ev
 
     def frames(self, i: int) -> np.ndarray:
         s = self.spec

@@ -31,12 +31,28 @@ _OVERFLOW_STEP = 2**13
 
 def make_events(x, y, t, p) -> np.ndarray:
     """Build a stream in :data:`EVENT_DTYPE` from four equally long sequences."""
-    x, y, t, p = (np.asarray(a) for a in (x, y, t, p))
-    n = len(t)
-    if not (len(x) == len(y) == len(p) == n):
-        raise ValueError(f"make_events: fields differ in length: x={len(x)} y={len(y)} t={n} p={len(p)}")
+    cols = {name: np.asarray(a) for name, a in zip(FIELDS, (x, y, t, p))}
+    n = len(cols["t"])
+    if not all(c.ndim == 1 and len(c) == n for c in cols.values()):
+        shapes = " ".join(f"{k}={c.shape}" for k, c in cols.items())
+        raise ValueError(f"make_events: expected four 1-D sequences of one length, got {shapes}")
     ev = np.empty(n, dtype=EVENT_DTYPE)
-    ev["x"], ev["y"], ev["t"], ev["p"] = x, y, t, p
+    for name, c in cols.items():
+        if c.dtype.kind == "b":
+            c = c.astype(np.int64)
+        if c.dtype.kind not in "iuf":
+            raise ValueError(f"make_events: field '{name}' has dtype {c.dtype}, expected integers")
+        if c.dtype.kind == "f" and n:
+            bad = ~np.isfinite(c) | (c != np.round(c))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"make_events: field '{name}' must hold whole numbers, event {i} has {c[i].item()!r}")
+        info = np.iinfo(EVENT_DTYPE[name])
+        if n and (c.min() < info.min or c.max() > info.max):
+            i = int(np.flatnonzero((c < info.min) | (c > info.max))[0])
+            raise ValueError(f"make_events: field '{name}' value {c[i].item()!r} (event {i}) does not fit "
+                             f"{EVENT_DTYPE[name]} ([{info.min}, {info.max}])")
+        ev[name] = c
     return ev
 
 

@@ -56,6 +56,21 @@ def bin_index(events: np.ndarray, T: int, slicing: str = "events") -> np.ndarray
     raise ValueError(f"slicing: expected one of {SLICINGS}, got {slicing!r}")
 
 
+def _plainly_valid(events) -> bool:
+    """The checks framing cannot do on the way, in one pass over t: a structured array with
+    integer x, y, t (and integer or bool p), t never negative and never decreasing. Anything
+    else goes to :func:`validate_events` for a message naming the field and the event."""
+    if not isinstance(events, np.ndarray) or events.dtype.names is None or events.ndim != 1:
+        return False
+    names = events.dtype.names
+    if not all(f in names for f in ("x", "y", "t", "p")):
+        return False
+    if any(events.dtype[f].kind not in "iu" for f in ("x", "y", "t")) or events.dtype["p"].kind not in "iub":
+        return False
+    t = events["t"]
+    return len(t) == 0 or (t[0] >= 0 and bool(np.all(t[1:] >= t[:-1])))
+
+
 def to_frames(events: np.ndarray, sensor_size, T: int, slicing: str = "events", binary: bool = True) -> np.ndarray:
     """Frames ``[T, P, H, W]``: int16 counts, or uint8 0/1 when ``binary``.
 
@@ -67,6 +82,10 @@ def to_frames(events: np.ndarray, sensor_size, T: int, slicing: str = "events", 
     T = int(T)
     if T < 1:
         raise ValueError(f"to_frames: T must be a positive number of frames, got {T}")
+    if slicing not in SLICINGS:
+        raise ValueError(f"slicing: expected one of {SLICINGS}, got {slicing!r}")
+    if not _plainly_valid(events):
+        validate_events(events, sensor_size, source="to_frames")
     size = T * P * H * W
     b = bin_index(events, T, slicing)
     if len(events) == 0:
@@ -77,9 +96,9 @@ def to_frames(events: np.ndarray, sensor_size, T: int, slicing: str = "events", 
         y = events["y"][keep].astype(np.int64)
         p = np.zeros(len(x), dtype=np.int64) if P == 1 else events["p"][keep].astype(np.int64)
         bk = b[keep]
-        if len(x) and (min(x.min(), y.min(), p.min(), bk.min()) < 0 or x.max() >= W or y.max() >= H or p.max() >= P):
-            # An out-of-range coordinate (or unsorted t) would land in a neighbouring pixel
-            # or frame; let validation name the field and event instead.
+        if len(x) and (min(x.min(), y.min(), p.min()) < 0 or x.max() >= W or y.max() >= H or p.max() >= P):
+            # an out-of-range coordinate would land in a neighbouring pixel or frame; let
+            # validation name the field and the event
             validate_events(events, sensor_size, source="to_frames")
         idx = ((bk * P + p) * H + y) * W + x
         counts = np.bincount(idx, minlength=size)

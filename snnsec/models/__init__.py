@@ -136,6 +136,9 @@ def factory_arguments(factory: Callable, given: dict[str, Any], kwargs: dict[str
     if unknown:
         raise ValueError(f"{where}: arch_kwargs {unknown} are not parameters of {factory_id(factory)}; "
                          f"it takes {sorted(named - set(BUILD_ARGS)) or 'no keyword arguments'}")
+    for k, v in kwargs.items():
+        if k in params:
+            _check_like_default(k, v, params[k].default, where)
     args = {k: v for k, v in given.items() if var_kw or k in named}
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty
                 and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
@@ -144,6 +147,28 @@ def factory_arguments(factory: Callable, given: dict[str, Any], kwargs: dict[str
         raise ValueError(f"{where}: {factory_id(factory)} requires {missing}, which snnsec cannot supply "
                          f"(it passes {list(BUILD_ARGS)} and arch_kwargs); give them defaults or arch_kwargs")
     return {**args, **kwargs}
+
+
+def _check_like_default(name: str, value: Any, default: Any, where: str) -> None:
+    """A keyword whose default is a plain number, flag, string or sequence must be one too:
+    ``hidden="abc"`` fails here, naming the keyword, not deep inside a layer constructor."""
+    if default is inspect.Parameter.empty or default is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    elif isinstance(default, (tuple, list)):
+        ok, kind = isinstance(value, (tuple, list)), "a list"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{where}: arch_kwargs {name}={value!r} is {type(value).__name__}, expected {kind} "
+                         f"(its default is {default!r})")
 
 
 def build(arch: str | Callable[..., nn.Module], *, in_channels: int, num_classes: int, sensor_hw: tuple[int, int], T: int, **kwargs) -> SpikingClassifier:

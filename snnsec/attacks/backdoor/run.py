@@ -48,6 +48,26 @@ class BackdoorConfig:
     alpha: float = 0.5
     gamma: float = 0.01
 
+    def __post_init__(self) -> None:
+        from snnsec.attacks.backdoor.poison import LABEL_MODES, MODES
+        from snnsec.data.spec import SLICINGS
+
+        def whole(name: str, low: int) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"backdoor config: {name} must be an integer >= {low}, got {v!r}")
+
+        for name, low in (("T", 1), ("epochs", 1), ("batch_size", 1), ("target", 0), ("seed", 0)):
+            whole(name, low)
+        if not (isinstance(self.rate, (int, float)) and 0.0 <= float(self.rate) <= 1.0):
+            raise ValueError(f"backdoor config: rate must be a fraction in [0, 1], got {self.rate!r}")
+        if not (isinstance(self.lr, (int, float)) and float(self.lr) > 0):
+            raise ValueError(f"backdoor config: lr must be a learning rate > 0, got {self.lr!r}")
+        for name, allowed in (("mode", MODES), ("label_mode", LABEL_MODES), ("inject", ("frames", "events")),
+                              ("slicing", SLICINGS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"backdoor config: {name} must be one of {allowed}, got {getattr(self, name)!r}")
+
     @classmethod
     def from_cell(cls, cell: dict[str, Any]) -> "BackdoorConfig":
         """Flat bench cell -> config: keys that are not config fields are trigger parameters."""
@@ -158,6 +178,9 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
     test_ds, _ = load(config.dataset, split="test", root=config.root, T=config.T, slicing=config.slicing)
     T, P, H, W = spec.frame_shape
     K = spec.num_classes
+    if config.target >= K:
+        raise ValueError(f"backdoor target {config.target}: expected a class index in [0, {K}) for {spec.name} "
+                         f"({K} classes)")
     model = build(config.model, in_channels=P, num_classes=K, sensor_hw=(H, W), T=T, **config.model_kwargs)
     x_train, _ = _frames_labels(train_ds)
     x_test, y_test = _frames_labels(test_ds)
