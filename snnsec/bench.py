@@ -160,9 +160,72 @@ class BenchSummary:
     seconds_per_cell: list[float]
 
 
+# A claim is taken over when its heartbeat is older than this; runners renew it every
+# LEASE_SECONDS / 6, so a runner must stall for minutes before its cell is run twice.
+LEASE_SECONDS = 180.0
+
+
+def runner_id() -> str:
+    """Who holds a claim: host, process and a random tag (pids repeat across machines)."""
+    import os
+    import socket
+    import uuid
+
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def runner_is_gone(owner: str) -> bool:
+    """Whether a claim's owner was a process on this machine that no longer exists; owners
+    on other machines are judged by their heartbeat alone."""
+    import os
+    import socket
+
+    parts = owner.split(":")  # host:pid:tag, as runner_id() writes it
+    if len(parts) < 3 or ":".join(parts[:-2]) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[-2]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+class _Heartbeat:
+    """Renews a claim from a background thread while the cell computes."""
+
+    def __init__(self, store, hash: str, owner: str, interval: float):
+        import threading
+
+        self.store, self.hash, self.owner, self.interval = store, hash, owner, interval
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.store.heartbeat(self.hash, self.owner):
+                self.lost = True
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_run: bool = False,
-             log: Callable[[str], None] = print) -> BenchSummary:
-    """Run every cell of ``spec`` not yet in ``store`` (default: the results store)."""
+             log: Callable[[str], None] = print, lease: float = LEASE_SECONDS) -> BenchSummary:
+    """Run every cell of ``spec`` not yet in ``store`` (default: the results store).
+
+    Several runners (processes, machines sharing the store's file system) may run one spec
+    against one store at the same time: each cell is claimed in the store before it runs, so
+    no cell is run by two live runners, and a cell whose runner died (no heartbeat for
+    ``lease`` seconds) is taken over. A runner returns when every cell is stored.
+    """
     from snnsec import results
 
     if not isinstance(spec, Spec):
@@ -170,28 +233,57 @@ def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_
     for module in spec.plugins:
         importlib.import_module(module)
     fn = get_kind(spec.kind)
-    store = results.Store(store if store is not None else results.default_store_path())
+    store = results.Store(store if store is not None else results.default_store_path()).check()
+    owner = runner_id()
+    n = len(spec.cells)
+    labels = {i: " ".join(f"{k}={v}" for k, v in cell.items() if k not in ("kind", "root")) for i, cell in enumerate(spec.cells, 1)}
+    pending = {i: (cell, cell_hash(cell)) for i, cell in enumerate(spec.cells, 1)}
     skipped = ran = 0
     times: list[float] = []
-    for i, cell in enumerate(spec.cells, 1):
-        h = cell_hash(cell)
-        label = " ".join(f"{k}={v}" for k, v in cell.items() if k not in ("kind", "root"))
-        if store.has_config(h):
-            skipped += 1
-            log(f"[{i}/{len(spec.cells)}] done   {h[:10]} {label}")
-            continue
-        if dry_run:
-            log(f"[{i}/{len(spec.cells)}] to do  {h[:10]} {label}")
-            continue
-        log(f"[{i}/{len(spec.cells)}] run    {h[:10]} {label}")
-        t0 = time.perf_counter()
-        out = fn(dict(cell), progress=progress)
-        rows = rows_for_cell(cell, out)
-        store.append(rows)
-        ran += 1
-        times.append(time.perf_counter() - t0)
-        log(f"[{i}/{len(spec.cells)}] stored {h[:10]} in {times[-1]:.1f} s: " + ", ".join(f"{k}={v:.4g}" for k, v in out["metrics"].items()))
-    return BenchSummary(total=len(spec.cells), skipped=skipped, ran=ran, seconds_per_cell=times)
+    waiting_logged: set[int] = set()
+    while pending:
+        progressed = False
+        for i, (cell, h) in list(pending.items()):
+            if store.has_config(h):
+                skipped += 1
+                del pending[i]
+                log(f"[{i}/{n}] done   {h[:10]} {labels[i]}")
+                continue
+            if dry_run:
+                held = store.holder(h)
+                state = f"running ({held[0]}, heartbeat {held[1]:.0f} s ago)" if held else "to do"
+                log(f"[{i}/{n}] {state} {h[:10]} {labels[i]}")
+                del pending[i]
+                continue
+            if not store.claim(h, owner, lease=lease, dead=runner_is_gone):
+                if i not in waiting_logged and not store.has_config(h):
+                    waiting_logged.add(i)
+                    held = store.holder(h)
+                    log(f"[{i}/{n}] held   {h[:10]} by {held[0] if held else 'another runner'}; later")
+                continue
+            log(f"[{i}/{n}] run    {h[:10]} {labels[i]}")
+            t0 = time.perf_counter()
+            try:
+                with _Heartbeat(store, h, owner, lease / 6) as beat:
+                    out = fn(dict(cell), progress=progress)
+                    rows = rows_for_cell(cell, out)
+            except BaseException:
+                store.release(h, owner)
+                raise
+            written = store.append(rows, claim=(h, owner))
+            del pending[i]
+            progressed = True
+            times.append(time.perf_counter() - t0)
+            if written:
+                ran += 1
+                log(f"[{i}/{n}] stored {h[:10]} in {times[-1]:.1f} s: " + ", ".join(f"{k}={v:.4g}" for k, v in out["metrics"].items()))
+            else:
+                skipped += 1
+                log(f"[{i}/{n}] dropped {h[:10]}: another runner stored it first" + (" (this runner's claim had lapsed)" if beat.lost else ""))
+        if pending and not progressed:
+            # every remaining cell is being run by a live runner: wait for it to finish or die
+            time.sleep(min(5.0, lease / 4))
+    return BenchSummary(total=n, skipped=skipped, ran=ran, seconds_per_cell=times)
 
 
 _ROW_KEYS = ("attack", "attack_params", "defense", "defense_params", "extra")

@@ -31,7 +31,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from snnsec._io import _json_default, atomic_write_with
 
@@ -48,7 +48,13 @@ _SCHEMA = (
     + ")",
     "CREATE INDEX IF NOT EXISTS results_config_hash ON results (config_hash)",
     "CREATE INDEX IF NOT EXISTS results_run_id ON results (run_id)",
+    # A runner's claim on a cell it is computing: other runners skip the cell while the
+    # claim's heartbeat is fresh and take it over when it is not (the runner died).
+    "CREATE TABLE IF NOT EXISTS claims (config_hash TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+    "claimed REAL NOT NULL, heartbeat REAL NOT NULL)",
 )
+_TABLE_COLUMNS = {"results": ("id", *COLUMNS), "claims": ("config_hash", "owner", "claimed", "heartbeat")}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def default_store_path() -> Path:
@@ -166,8 +172,52 @@ class Store:
                     raise
                 time.sleep(0.05)
 
-    def append(self, rows: Iterable[dict]) -> int:
-        """Write ``rows`` in one transaction (all or nothing); returns how many were written."""
+    def check(self) -> "Store":
+        """Refuse, before any work, a store that rows could not be written to: a folder, a
+        file that is not an SQLite database, a corrupt database, one whose tables are not
+        snnsec's, or a place that cannot be written. A path that does not exist yet is fine
+        when its folder can be made. Returns the store."""
+        where = f"results store {self.path}"
+        fix = "point --store (or SNNSEC_STORE) at an snnsec results file, or at a new file name"
+        if self.path.is_dir():
+            raise ValueError(f"{where}: is a folder; expected an SQLite file such as {self.path / 'results.sqlite'}")
+        if self.path.exists():
+            if not self.path.is_file():
+                raise ValueError(f"{where}: is not a regular file; {fix}")
+            with open(self.path, "rb") as fh:
+                head = fh.read(len(_SQLITE_MAGIC))
+            if head and head != _SQLITE_MAGIC:
+                raise ValueError(f"{where}: is not an SQLite database; {fix}")
+            if not os.access(self.path, os.W_OK):
+                raise ValueError(f"{where}: is not writable; {fix}")
+            con = self._connect()
+            try:
+                bad = con.execute("PRAGMA quick_check").fetchall()
+                if bad != [("ok",)]:
+                    raise ValueError(f"{where}: the database is corrupt ({bad[0][0]}); restore it from a copy or {fix}")
+                for table, want in _TABLE_COLUMNS.items():
+                    have = [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
+                    missing = [c for c in want if c not in have]
+                    if have and missing:
+                        raise ValueError(f"{where}: table '{table}' lacks column(s) {missing}; it was not written by "
+                                         f"this version of snnsec; {fix}")
+            except sqlite3.DatabaseError as exc:
+                raise ValueError(f"{where}: cannot be read as a database ({exc}); {fix}") from None
+            finally:
+                con.close()
+        else:
+            parent = next((p for p in [self.path.parent, *self.path.parent.parents] if p.exists()), None)
+            if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+                raise ValueError(f"{where}: cannot be created ({parent} is not a writable folder); {fix}")
+        return self
+
+    def append(self, rows: Iterable[dict], *, claim: tuple[str, str] | None = None) -> int:
+        """Write ``rows`` in one transaction (all or nothing); returns how many were written.
+
+        With ``claim=(config_hash, owner)`` the rows are a claimed cell's: the claim is
+        released in the same transaction, and nothing is written when another runner stored
+        the cell first (its claim was taken over), so a cell is never stored twice.
+        """
         values = [_db_row(r, i) for i, r in enumerate(rows)]
         if not values:
             return 0
@@ -177,6 +227,11 @@ class Store:
             self._init(con)
             con.execute("BEGIN IMMEDIATE")
             try:
+                if claim is not None:
+                    con.execute("DELETE FROM claims WHERE config_hash = ? AND owner = ?", claim)
+                    if con.execute("SELECT 1 FROM results WHERE config_hash = ? LIMIT 1", (claim[0],)).fetchone():
+                        con.execute("COMMIT")
+                        return 0
                 con.executemany(
                     f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values)
             except BaseException:
@@ -186,6 +241,67 @@ class Store:
         finally:
             con.close()
         return len(values)
+
+    # -- claims: several runners splitting one grid -------------------------------------
+    def claim(self, hash: str, owner: str, *, lease: float, dead: Callable[[str], bool] | None = None) -> bool:
+        """Claim cell ``hash`` for ``owner``, atomically. False when the cell is stored, or
+        claimed by another owner whose heartbeat is younger than ``lease`` seconds. An older
+        claim belongs to a runner that died or stalled and is taken over, as is one whose
+        owner ``dead(owner)`` says is gone."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._connect()
+        try:
+            self._init(con)
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                if con.execute("SELECT 1 FROM results WHERE config_hash = ? LIMIT 1", (hash,)).fetchone():
+                    con.execute("COMMIT")
+                    return False
+                now = time.time()
+                held = con.execute("SELECT owner, heartbeat FROM claims WHERE config_hash = ?", (hash,)).fetchone()
+                if held is not None and held[0] != owner and now - held[1] < lease and not (dead and dead(held[0])):
+                    con.execute("COMMIT")
+                    return False
+                con.execute("INSERT OR REPLACE INTO claims (config_hash, owner, claimed, heartbeat) VALUES (?, ?, ?, ?)",
+                            (hash, owner, now, now))
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+            return True
+        finally:
+            con.close()
+
+    def heartbeat(self, hash: str, owner: str) -> bool:
+        """Renew ``owner``'s claim on ``hash``; False when the claim was taken over."""
+        con = self._connect()
+        try:
+            cur = con.execute("UPDATE claims SET heartbeat = ? WHERE config_hash = ? AND owner = ?", (time.time(), hash, owner))
+            return cur.rowcount == 1
+        finally:
+            con.close()
+
+    def release(self, hash: str, owner: str) -> None:
+        """Give up ``owner``'s claim on ``hash`` (the cell failed; another runner may try it)."""
+        con = self._connect()
+        try:
+            if _has_table(con, "claims"):
+                con.execute("DELETE FROM claims WHERE config_hash = ? AND owner = ?", (hash, owner))
+        finally:
+            con.close()
+
+    def holder(self, hash: str) -> tuple[str, float] | None:
+        """``(owner, seconds since its heartbeat)`` of the claim on ``hash``, or None."""
+        if not self.path.is_file():
+            return None
+        con = self._connect()
+        try:
+            if not _has_table(con, "claims"):
+                return None
+            row = con.execute("SELECT owner, heartbeat FROM claims WHERE config_hash = ?", (hash,)).fetchone()
+            return None if row is None else (row[0], time.time() - row[1])
+        finally:
+            con.close()
 
     def has_config(self, hash: str) -> bool:
         """Whether any row was stored with this ``config_hash``."""
@@ -228,8 +344,8 @@ class Store:
         return df
 
 
-def _has_table(con: sqlite3.Connection) -> bool:
-    return con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'").fetchone() is not None
+def _has_table(con: sqlite3.Connection, name: str = "results") -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
 
 def _where(filters: dict[str, Any]) -> tuple[str, list]:

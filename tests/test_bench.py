@@ -154,6 +154,74 @@ def test_sigkilled_sweep_resumes_without_duplicates(tmp_path):
     assert len(df.drop_duplicates(subset=[c for c in df.columns if c in ("config_hash", "metric")])) == len(df)
 
 
+LOGGING_PLUGIN = """
+import os, time
+from snnsec.bench import register_kind
+
+def logged(cell, *, progress=True):
+    # one line per execution, so the test can count how often each cell really ran
+    with open(os.environ["RUN_LOG"], "a") as fh:
+        fh.write(f"{cell['trigger']}-{cell['rate']}-{cell['seed']} {os.getpid()}\\n")
+    time.sleep(float(os.environ.get("CELL_SECONDS", "0.3")))
+    return {"metrics": {"clean_accuracy": 0.9, "attack_success_rate": float(cell["rate"])}}
+
+register_kind("toy-logged", logged)
+"""
+
+
+def _runners(tmp_path, n):
+    (tmp_path / "toy_logged_kind.py").write_text(textwrap.dedent(LOGGING_PLUGIN))
+    spec = write_spec(tmp_path, "toy-logged", plugins='"toy_logged_kind"')
+    log = tmp_path / "runs.log"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "RUN_LOG": str(log)}
+    cmd = [sys.executable, "-m", "snnsec", "bench", str(spec), "--store", str(tmp_path / "r.sqlite"), "--no-progress"]
+    return [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)], log
+
+
+@pytest.mark.parametrize("n_runners", [2, 3])
+def test_concurrent_runners_split_a_grid_and_run_no_cell_twice(tmp_path, n_runners):
+    procs, log = _runners(tmp_path, n_runners)
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    executions = log.read_text().splitlines()
+    cells = [line.split()[0] for line in executions]
+    assert len(cells) == 10 and len(set(cells)) == 10  # every cell ran, and ran once
+    assert len({line.split()[1] for line in executions}) >= 2  # the work was shared
+    df = results.load(tmp_path / "r.sqlite")
+    assert len(df) == 10 * 2 and df.groupby("config_hash").run_id.nunique().max() == 1
+    ran = sum(int(o[0].rsplit(" run now", 1)[0].rsplit(", ", 1)[-1]) for o in outs)
+    assert ran == 10
+
+
+def test_a_stalled_runners_claim_is_taken_over_after_its_lease(tmp_path):
+    calls = []
+
+    def toy(cell, *, progress=True):
+        calls.append(bench.cell_hash(cell))
+        return {"metrics": {"clean_accuracy": 0.5}}
+
+    bench.register_kind("toy-claims", toy)
+    spec = bench.load_spec(write_spec(tmp_path, "toy-claims"))
+    store = results.Store(tmp_path / "r.sqlite")
+    first = bench.cell_hash(spec.cells[0])
+    # a runner on another machine claimed the first cell, then went silent
+    assert store.claim(first, "elsewhere:123:abc", lease=1.0)
+    assert not store.claim(first, "me:1:x", lease=60.0)  # its heartbeat is fresh
+    t0 = time.time()
+    s = bench.run_spec(spec, store=store.path, log=lambda m: None, lease=1.0)
+    assert (s.ran, s.skipped) == (10, 0) and len(calls) == 10
+    assert time.time() - t0 >= 0.5  # the first cell waited for the lease to run out
+    assert store.holder(first) is None
+    # a claim whose owner process on this machine is gone is taken over at once
+    import socket
+
+    spec2 = bench.parse_spec({"kind": "toy-claims", "base": {"dataset": "d", "model": "m"}, "sweep": [{"case": "x"}]})
+    h = bench.cell_hash(spec2.cells[0])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store.claim(h, f"{socket.gethostname()}:{int(dead.stdout)}:zzz", lease=3600)
+    assert bench.run_spec(spec2, store=store.path, log=lambda m: None, lease=3600).ran == 1
+
+
 def test_attack_subparsers_are_shared_by_modules():
     import argparse
 

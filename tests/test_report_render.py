@@ -167,9 +167,10 @@ def test_cli_report(full_store, tmp_path, capsys):
     assert main(["report", "--store", str(tmp_path / "nope.sqlite"), "--out", str(out)]) == 2
     assert "snnsec report: error: results store not found" in capsys.readouterr().err
     assert main(["report", "--store", str(full_store), "--filter", "x=1", "--out", str(out)]) == 2
+    capsys.readouterr()
     (tmp_path / "file").write_text("x")
     assert main(["report", "--store", str(full_store), "--out", str(tmp_path / "file")]) == 2
-    assert "exists and is not a folder" in capsys.readouterr().err
+    assert "file: is a file; expected a folder" in capsys.readouterr().err
 
 
 def test_gallery_pngs_stay_small(tmp_path):

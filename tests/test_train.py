@@ -176,7 +176,7 @@ def test_cli_train_writes_three_files_rows_and_eval_agrees(quadrants_data, tmp_p
             "--T", "4", "--epochs", "1", "--batch-size", "8", "--lr", "0.01", "--out", str(out), "--store", str(store),
             "--no-progress"]
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".snnsec-out.json", "metrics.json", "model.json", "model.safetensors"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n_test"] == 64 and metrics["clean_accuracy"] >= 0.8
     model, meta = checkpoint.load(out)

@@ -44,6 +44,60 @@ def fraction(text: str) -> float:
     return value
 
 
+# Every output folder a command writes gets this marker, naming what it holds, so a later
+# run can tell its own folder (reused freely) from a user's (refused unless --overwrite).
+OUT_MARKER = ".snnsec-out.json"
+
+
+def add_output_checks(p: argparse.ArgumentParser, writes: str, *, rows: bool = True) -> None:
+    """Declare that command ``p`` writes ``writes`` into ``--out`` (and rows into ``--store``
+    when ``rows``): both are checked by :func:`main` before the command starts."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder that holds other files (never over a checkpoint's own files)")
+    p.set_defaults(writes=writes, writes_rows=rows)
+
+
+def check_out(out, writes: str, overwrite: bool) -> None:
+    """Refuse an ``--out`` folder the command must not write into, before any work:
+    a file; a checkpoint folder, unless this command writes checkpoints and ``overwrite``
+    (an attack's metrics.json must never replace the checkpoint's own); a folder with files
+    snnsec did not write there (or wrote for another command), unless ``overwrite``."""
+    from pathlib import Path
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: is a file; expected a folder (it is created if missing)")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    marker = out / OUT_MARKER
+    try:
+        held = json.loads(marker.read_text()).get("writes") if marker.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        held = None
+    if (out / "model.json").is_file():
+        if writes != "checkpoint":
+            raise CLIError(f"--out {out}: is a checkpoint folder; this command's {writes} output (its metrics.json) "
+                           "would replace the checkpoint's own files; choose another --out folder")
+        if not overwrite:
+            raise CLIError(f"--out {out}: holds a checkpoint already; add --overwrite to replace it, or choose "
+                           "another --out folder")
+        return
+    if held == writes or overwrite:
+        return
+    what = f"the output of another command ({held})" if held else "files snnsec did not write"
+    raise CLIError(f"--out {out}: holds {what}; add --overwrite to write there anyway, or choose an empty or "
+                   "new folder")
+
+
+def mark_out(out, writes: str, command: str) -> None:
+    from pathlib import Path
+
+    from snnsec._io import atomic_write_json
+
+    if Path(out).is_dir():
+        atomic_write_json(Path(out) / OUT_MARKER, {"writes": writes, "command": command})
+
+
 def key_values(items: list[str], flag: str) -> dict:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they are JSON)."""
     out = {}
@@ -79,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "writes_rows", False):
+            from snnsec.results import Store
+
+            Store(getattr(args, "store", None)).check()
+        if getattr(args, "writes", None):
+            check_out(args.out, args.writes, args.overwrite)
         code = args.func(args)
+        if getattr(args, "writes", None):
+            mark_out(args.out, args.writes, " ".join(sys.argv[1:3]) if argv is None else " ".join(argv[:2]))
     except (CLIError, ValueError, FileNotFoundError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"snnsec {args.command}: error: {message}", file=sys.stderr)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snnsec.cli import fraction, key_values, positive_int
+from snnsec.cli import add_output_checks, fraction, key_values, positive_int
 from snnsec.data.spec import SLICINGS
 
 _ATTACK_SUBPARSERS = "_snnsec_attack_subparsers"
@@ -88,6 +88,7 @@ def register(sub) -> None:
     o.add_argument("--out", required=True, type=Path, help="output folder")
     o.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     o.add_argument("--no-progress", action="store_true")
+    add_output_checks(o, "checkpoint")
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snnsec.cli import CLIError, positive_int
+from snnsec.cli import CLIError, add_output_checks, positive_int
 from snnsec.cli.attack import attack_subparsers
 
 
@@ -50,6 +50,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--no-progress", action="store_true")
+    add_output_checks(p, "adversarial")
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,8 @@ Exit status: 0 no backdoor found, 1 backdoor found, 2 error (scripts can branch 
 
 from __future__ import annotations
 
+from snnsec.cli import add_output_checks
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -31,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="report folder")
     p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_checks(p, "audit")
     p.set_defaults(func=run)
 
 

@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done; run nothing")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, writes_rows=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@ evaluate adversarial robustness, and write a report folder."""
 
 from __future__ import annotations
 
-from snnsec.cli import positive_int
+from snnsec.cli import add_output_checks, positive_int
 
 
 def register(sub) -> None:
@@ -14,6 +14,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs per model (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    add_output_checks(p, "demo", rows=False)
     p.set_defaults(func=run)
 
 

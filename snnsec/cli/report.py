@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from snnsec.cli import add_output_checks
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -19,6 +21,7 @@ def register(sub) -> None:
                    "metric, run_id) or column.key inside a JSON column (attack_params.trigger=static). Repeat the "
                    "option: different keys must all match, the same key given twice matches either value")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the report into")
+    add_output_checks(p, "report", rows=False)
     p.set_defaults(func=run)
 
 

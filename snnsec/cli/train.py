@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from snnsec.cli import key_values, positive_int
+from snnsec.cli import add_output_checks, key_values, positive_int
 from snnsec.data.spec import SLICINGS
 
 STORE_HELP = "results store (default: $SNNSEC_STORE or reports/results.sqlite)"
@@ -44,6 +44,7 @@ def register(sub) -> None:
     # --loss (ce, mse-rate: MSE of the output rate vs one-hot as in Sneaky Spikes; tcl, stcl) and
     # adversarial training flags: hardened recipes are trained by the same loop
     add_arguments(p, builtin_losses=LOSSES)
+    add_output_checks(p, "checkpoint")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="recompute a checkpoint's accuracy",
@@ -61,7 +62,7 @@ def register(sub) -> None:
     e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--store", default=None, help=STORE_HELP)
     e.add_argument("--no-progress", action="store_true")
-    e.set_defaults(func=run_eval)
+    e.set_defaults(func=run_eval, writes_rows=True)
 
 
 def run_train(args: argparse.Namespace) -> int:
