@@ -56,6 +56,20 @@ def attack_success_rate(pred_poisoned, labels, target) -> float:
     return float((p[keep] == tgt[keep]).float().mean())
 
 
+def attack_success_rate_all(pred_poisoned, labels, target) -> float:
+    """ASR as Sneaky Spikes and Flashy Backdoor count it: over **every** triggered sample,
+    target class included, the fraction predicted as its poison label. Reported beside
+    :func:`attack_success_rate` to compare with the papers; it is at least the share of
+    target-class samples the model gets right."""
+    p, y = _labels(pred_poisoned), _labels(labels)
+    tgt = torch.as_tensor(target).long().cpu()
+    if tgt.dim() == 0:
+        tgt = tgt.expand_as(y)
+    if not (p.shape == y.shape == tgt.shape) or len(y) == 0:
+        raise ValueError(f"attack_success_rate_all: shapes differ or empty: pred {tuple(p.shape)}, labels {tuple(y.shape)}")
+    return float((p == tgt).float().mean())
+
+
 def per_class_asr(pred_poisoned, labels, target, num_classes: int) -> dict[int, float]:
     """ASR per true class (for all-to-all); classes with no eligible sample are left out."""
     p, y = _labels(pred_poisoned), _labels(labels)

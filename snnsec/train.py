@@ -52,7 +52,9 @@ import torch.nn.functional as F
 from torch import nn
 
 LOSSES = ("ce", "mse-rate")
-SCHEDULES = ("cosine", "constant")
+# cosine: annealed to 0 over every optimiser step; cosine-epoch: one step per epoch
+# (CosineAnnealingLR(T_max=epochs) stepped after each epoch, as the Sneaky Spikes reference)
+SCHEDULES = ("cosine", "cosine-epoch", "constant")
 # Training augmentation (see the module doc). Polarity flips are 0: ON/OFF order encodes the
 # direction of motion, which classes such as left/right hand waves depend on.
 TRAIN_AUGMENT = {"max_shift": 2, "drop": 0.1, "time_jitter": 0.1, "flip_polarity": 0.0}
@@ -313,8 +315,11 @@ def train(model: nn.Module, train_ds, test_ds, config: TrainConfig, *, progress:
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(batches.n / config.batch_size)
     total_steps = max(1, int(config.epochs) * steps_per_epoch)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps) if config.schedule == "cosine"
-             else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    per_epoch = config.schedule == "cosine-epoch"
+    if config.schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(config.epochs) if per_epoch else total_steps)
     augment = make_augment(config.augment)
     gen = torch.Generator().manual_seed(int(config.seed))
     device = _device(model)
@@ -344,7 +349,8 @@ def train(model: nn.Module, train_ds, test_ds, config: TrainConfig, *, progress:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                sched.step()
+                if not per_epoch:
+                    sched.step()
                 loss_sum += float(loss.detach()) * len(y)
                 if logits is not None:
                     has_logits = True
@@ -352,6 +358,8 @@ def train(model: nn.Module, train_ds, test_ds, config: TrainConfig, *, progress:
                 seen += len(y)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.4f}")
+            if per_epoch:
+                sched.step()
             seconds = time.perf_counter() - t0
             test_acc = evaluate(model, test_ds, batch_size=config.eval_batch_size) if test_ds is not None else float("nan")
             history["epoch"].append(epoch)

@@ -27,6 +27,14 @@ def test_asr_excludes_target_class_samples():
         M.attack_success_rate([0, 0], [0, 0], target=0)
 
 
+def test_asr_over_all_samples_counts_the_target_class():
+    labels = [0, 0, 0, 1, 2, 3]
+    pred = [0, 0, 0, 0, 2, 0]
+    assert M.attack_success_rate_all(pred, labels, target=0) == pytest.approx(5 / 6)
+    # the reference's floor: a model that ignores the trigger still scores the target-class share
+    assert M.attack_success_rate_all(labels, labels, target=0) == pytest.approx(3 / 6)
+
+
 def test_all_to_all_asr_and_per_class():
     y = torch.tensor([0, 0, 1, 1, 2, 2])
     tgt = (y + 1) % 3

@@ -170,3 +170,17 @@ def test_cli_backdoor_out_of_range_values_exit_2_before_training(nmnist_root, tm
             main(base + [flag, value])
         assert e.value.code == 2 and f"argument {flag}: expected" in capsys.readouterr().err
     assert not (tmp_path / "bd").exists()
+
+
+def test_reference_preset_fills_what_the_cell_leaves_unset():
+    from snnsec.attacks.backdoor.run import BackdoorConfig
+
+    ref = BackdoorConfig.from_cell({"dataset": "nmnist", "model": "csnn", "trigger": "static", "preset": "reference"})
+    assert (ref.slicing, ref.binary, ref.loss, ref.batch_size, ref.schedule, ref.preset) == (
+        "number", False, "mse-rate", 16, "cosine-epoch", "reference")
+    mine = BackdoorConfig.from_cell({"dataset": "nmnist", "trigger": "static", "preset": "reference", "batch_size": 8})
+    assert mine.batch_size == 8 and mine.slicing == "number"
+    plain = BackdoorConfig.from_cell({"dataset": "nmnist", "trigger": "static"})
+    assert (plain.slicing, plain.binary, plain.loss, plain.batch_size, plain.preset) == ("events", True, "ce", 32, "snnsec")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        BackdoorConfig.from_cell({"dataset": "nmnist", "trigger": "static", "preset": "paper"})

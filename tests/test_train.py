@@ -62,6 +62,18 @@ def test_one_epoch_beats_chance_and_history():
     assert h["lr"][-1] == pytest.approx(0.0, abs=1e-9)  # cosine annealed to zero over the run
 
 
+def test_cosine_per_epoch_steps_once_an_epoch():
+    from dataclasses import replace
+
+    h = train(_model(), Quadrants(64, 0), None, replace(CFG, epochs=2, schedule="cosine-epoch"), progress=False)
+    # CosineAnnealingLR(T_max=2) stepped after each epoch: lr/2 after the first, 0 after the second
+    assert h["lr"] == [pytest.approx(CFG.lr / 2), pytest.approx(0.0, abs=1e-12)]
+    per_step = train(_model(), Quadrants(64, 0), None, replace(CFG, epochs=2), progress=False)
+    assert per_step["lr"][0] == pytest.approx(CFG.lr / 2) and per_step["lr"][1] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="schedule"):
+        replace(CFG, schedule="cosine-batch")
+
+
 def test_mse_rate_loss_trains():
     model = _model()
     h = train(model, Quadrants(192, 0), Quadrants(64, 1), TrainConfig(epochs=1, batch_size=8, lr=1e-2, loss="mse-rate"),

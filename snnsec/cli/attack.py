@@ -50,8 +50,11 @@ def register(sub) -> None:
     d = p.add_argument_group("data and model")
     d.add_argument("--data", required=True, help="dataset name (ndigits, nmnist, dvsgesture, ...)")
     d.add_argument("--root", default=None, help="dataset folder (not needed for ndigits)")
-    d.add_argument("--T", type=positive_int, default=16, help="time steps (default 16, as Sneaky Spikes)")
-    d.add_argument("--slicing", default="events", choices=SLICINGS)
+    d.add_argument("--T", type=positive_int, default=None, help="time steps (default 16, as Sneaky Spikes)")
+    d.add_argument("--slicing", default=None, choices=SLICINGS, help="how events become frames (default events; "
+                   "the reference preset: number)")
+    d.add_argument("--counts", action="store_true", help="feed per-pixel event counts instead of binary frames "
+                   "(the reference preset does)")
     d.add_argument("--model", default="csnn", help="architecture name (see `snnsec models`)")
     d.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="architecture keyword (JSON value), repeatable")
     t = p.add_argument_group("trigger")
@@ -80,9 +83,15 @@ def register(sub) -> None:
     a.add_argument("--label-mode", dest="label_mode", choices=["dirty", "clean"], default="dirty")
     a.add_argument("--exclude-target", dest="exclude_target", action="store_true",
                    help="dirty-label: poison only samples of other classes (Flashy Backdoor's choice)")
-    a.add_argument("--epochs", type=positive_int, default=10)
-    a.add_argument("--batch-size", type=positive_int, default=32)
-    a.add_argument("--lr", type=float, default=1e-3)
+    a.add_argument("--epochs", type=positive_int, default=None, help="default 10")
+    a.add_argument("--batch-size", type=positive_int, default=None, help="default 32 (the reference preset: 16)")
+    a.add_argument("--lr", type=float, default=None, help="default 1e-3")
+    a.add_argument("--loss", choices=["ce", "mse-rate"], default=None,
+                   help="default ce (the reference preset: mse-rate, MSE between firing rate and one-hot label)")
+    a.add_argument("--preset", choices=["snnsec", "reference"], default="snnsec",
+                   help="recipe to start from: snnsec (binary event-count frames, cross-entropy, batch 32, cosine per "
+                   "step) or reference (the Sneaky Spikes code: count frames split by event number, MSE on firing "
+                   "rate, batch 16, cosine per epoch); options given explicitly win")
     a.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, type=Path, help="output folder")
@@ -96,11 +105,15 @@ def config_from_args(args: argparse.Namespace):
     from snnsec.attacks.backdoor.run import BackdoorConfig
 
     params = {k: getattr(args, k) for k in _TRIGGER_OPTS if getattr(args, k, None) is not None}
-    return BackdoorConfig(dataset=args.data, root=args.root, T=args.T, slicing=args.slicing, model=args.model,
-                          model_kwargs=key_values(args.model_arg, "--model-arg"), trigger=args.trigger, trigger_params=params,
-                          rate=args.rate, target=args.target, mode=args.mode, label_mode=args.label_mode,
-                          exclude_target=args.exclude_target, inject=args.inject, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          seed=args.seed, alpha=args.alpha, gamma=args.gamma)
+    # options left unset take the preset's value, then the config's default
+    given = {k: getattr(args, k) for k in ("T", "slicing", "epochs", "batch_size", "lr", "loss") if getattr(args, k) is not None}
+    if args.counts:
+        given["binary"] = False
+    return BackdoorConfig.make(args.preset, dataset=args.data, root=args.root, model=args.model,
+                               model_kwargs=key_values(args.model_arg, "--model-arg"), trigger=args.trigger,
+                               trigger_params=params, rate=args.rate, target=args.target, mode=args.mode,
+                               label_mode=args.label_mode, exclude_target=args.exclude_target, inject=args.inject,
+                               seed=args.seed, alpha=args.alpha, gamma=args.gamma, **given)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ def save_backdoor_run(result, out_dir, *, store=None) -> Path:
     if cfg.trigger == "dynamic":
         result.trigger.save(out / "generator.safetensors")
     attack = result.attack_spec()
-    recipe = {k: v for k, v in asdict(cfg).items() if k in ("epochs", "batch_size", "lr", "loss", "alpha", "gamma")}
+    recipe = {k: v for k, v in asdict(cfg).items() if k in ("epochs", "batch_size", "lr", "loss", "schedule", "preset", "alpha", "gamma")}
     checkpoint.save(out, result.model, arch=cfg.model, arch_kwargs=cfg.model_kwargs, spec=result.spec,
                     recipe=recipe, attack=attack, metrics=result.metrics, seed=cfg.seed)
     atomic_write_json(out / "metrics.json", result.metrics)

@@ -20,12 +20,24 @@ from snnsec.attacks.backdoor.poison import PoisonedDataset, poison_label
 from snnsec.attacks.backdoor.triggers import TRIGGERS, make_trigger
 
 
+# Named recipes a config starts from (explicit values still win). "reference" is the
+# Sneaky Spikes code's: spikingjelly count frames split by event number, MSE between the
+# firing rate and the one-hot label, Adam at batch 16, cosine schedule stepped per epoch.
+PRESETS: dict[str, dict[str, Any]] = {
+    "snnsec": {},
+    "reference": {"slicing": "number", "binary": False, "loss": "mse-rate", "batch_size": 16,
+                  "schedule": "cosine-epoch"},
+}
+
+
 @dataclass
 class BackdoorConfig:
     dataset: str = "ndigits"
     root: str | None = None
     T: int = 16
     slicing: str = "events"
+    # binary frames (1 where a pixel fired) or per-pixel event counts (the reference's)
+    binary: bool = True
     model: str = "csnn"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     trigger: str = "static"
@@ -43,6 +55,9 @@ class BackdoorConfig:
     batch_size: int = 32
     lr: float = 1e-3
     loss: str = "ce"
+    schedule: str = "cosine"
+    # the recipe the config started from (PRESETS); recorded with every row
+    preset: str = "snnsec"
     seed: int = 0
     # dynamic trigger only (reference defaults: alpha 0.5, gamma 0.01)
     alpha: float = 0.5
@@ -63,21 +78,32 @@ class BackdoorConfig:
             raise ValueError(f"backdoor config: rate must be a fraction in [0, 1], got {self.rate!r}")
         if not (isinstance(self.lr, (int, float)) and float(self.lr) > 0):
             raise ValueError(f"backdoor config: lr must be a learning rate > 0, got {self.lr!r}")
+        from snnsec.train import LOSSES, SCHEDULES
+
         for name, allowed in (("mode", MODES), ("label_mode", LABEL_MODES), ("inject", ("frames", "events")),
-                              ("slicing", SLICINGS)):
+                              ("slicing", SLICINGS), ("loss", LOSSES), ("schedule", SCHEDULES),
+                              ("preset", tuple(PRESETS)), ("binary", (True, False))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"backdoor config: {name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     @classmethod
+    def make(cls, preset: str = "snnsec", **given: Any) -> "BackdoorConfig":
+        """A config from a named preset, with the values ``given`` explicitly on top."""
+        if preset not in PRESETS:
+            raise ValueError(f"backdoor config: preset must be one of {tuple(PRESETS)}, got {preset!r}")
+        return cls(**{**PRESETS[preset], **given, "preset": preset})
+
+    @classmethod
     def from_cell(cls, cell: dict[str, Any]) -> "BackdoorConfig":
-        """Flat bench cell -> config: keys that are not config fields are trigger parameters."""
+        """Flat bench cell -> config: keys that are not config fields are trigger parameters;
+        a ``preset`` key fills the fields the cell does not set."""
         names = {f.name for f in fields(cls)}
-        top = {k: v for k, v in cell.items() if k in names}
+        top = {k: v for k, v in cell.items() if k in names and k != "preset"}
         # "dataset" / "model" are the bench's row keys; "kind" is the bench's.
         trig = {k: v for k, v in cell.items() if k not in names and k != "kind"}
         top.setdefault("trigger_params", {})
         top["trigger_params"] = {**top["trigger_params"], **trig}
-        return cls(**top)
+        return cls.make(cell.get("preset", "snnsec"), **top)
 
     def attack_params(self) -> dict[str, Any]:
         p = {"trigger": self.trigger, **self.trigger_params, "target": self.target, "mode": self.mode}
@@ -154,6 +180,7 @@ def evaluate_backdoor(model, trigger, x_test, y_test, x_trig, *, target: int, mo
     out = {
         "clean_accuracy": metrics.clean_accuracy(pred_clean, y_test),
         "attack_success_rate": metrics.attack_success_rate(pred_bd, y_test, tgt),
+        "attack_success_rate_all": metrics.attack_success_rate_all(pred_bd, y_test, tgt),
         "backdoor_robust_accuracy": metrics.backdoor_robust_accuracy(pred_bd, y_test, tgt),
         "ssim": metrics.ssim_time_averaged(x_test, x_trig),
         "ssim_accumulated": metrics.ssim_accumulated(x_test, x_trig),
@@ -174,8 +201,10 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
     if config.trigger != "dynamic":
         make_trigger(config.trigger, **config.trigger_params)  # bad trigger options fail before any data is read
     seed_everything(config.seed)
-    train_ds, spec = load(config.dataset, split="train", root=config.root, T=config.T, slicing=config.slicing)
-    test_ds, _ = load(config.dataset, split="test", root=config.root, T=config.T, slicing=config.slicing)
+    train_ds, spec = load(config.dataset, split="train", root=config.root, T=config.T, slicing=config.slicing,
+                          binary=config.binary)
+    test_ds, _ = load(config.dataset, split="test", root=config.root, T=config.T, slicing=config.slicing,
+                      binary=config.binary)
     T, P, H, W = spec.frame_shape
     K = spec.num_classes
     if config.target >= K:
@@ -199,7 +228,8 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
                               label_mode=config.label_mode, seed=config.seed, inject=config.inject, num_classes=K,
                               exclude_target=config.exclude_target)
         poisoned = pds.poisoned_indices
-        tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed, loss=config.loss)
+        tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed, loss=config.loss,
+                           schedule=config.schedule)
         history = train(model, train_ds, None, tcfg, progress=progress, batch_transform=pds.batch_transform)
     model.eval()
     x_trig = apply_to_test(trigger, test_ds, x_test, config.inject)
