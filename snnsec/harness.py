@@ -47,6 +47,7 @@ from spikingjelly.activation_based import base as sj_base
 from spikingjelly.activation_based import functional as sj_functional
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from spikingjelly.activation_based.neuron.lif_variants import ComplementaryLIFNode
+from snnsec.surrogates import SURROGATES
 
 try:  # snntorch is optional (a test extra); without it its neurons simply do not occur
     import snntorch as _snntorch
@@ -76,7 +77,6 @@ __all__ = [
 KINDS = ("multi-step", "single-step")
 READOUTS = ("mean", "membrane", "spike-count")
 ENCODERS = ("direct", "poisson", "bernoulli")
-SURROGATES = ("sigmoid", "atan", "triangle", "rect", "ste")
 TRAINING_GATED_NEURONS: tuple[type, ...] = (ComplementaryLIFNode,)
 
 

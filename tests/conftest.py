@@ -59,4 +59,6 @@ def _one_thread():
 def _isolated_store(tmp_path_factory, monkeypatch):
     # Tests must never append rows to the user's reports/ store.
     monkeypatch.setenv("SNNSEC_STORE", str(tmp_path_factory.mktemp("store") / "results.sqlite"))
+    # CLI calls size torch's pool at their entry; in tests it stays at the one thread set above
+    monkeypatch.setenv("SNNSEC_THREADS", "1")
     torch.manual_seed(0)

@@ -8,8 +8,8 @@ here, so a new command is one new file.
 from __future__ import annotations
 
 import argparse
-import json
 import importlib
+import json
 import pkgutil
 import sys
 
@@ -49,12 +49,22 @@ def fraction(text: str) -> float:
 OUT_MARKER = ".snnsec-out.json"
 
 
+def add_thread_option(p: argparse.ArgumentParser) -> None:
+    """Declare that command ``p`` computes: :func:`main` sizes torch's thread pools for it
+    (see :mod:`snnsec.threads`) before it starts."""
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="threads for torch and BLAS (default: $SNNSEC_THREADS, $OMP_NUM_THREADS, else the idle cores "
+                        "this process may use, measured at start)")
+    p.set_defaults(computes=True)
+
+
 def add_output_checks(p: argparse.ArgumentParser, writes: str, *, rows: bool = True) -> None:
     """Declare that command ``p`` writes ``writes`` into ``--out`` (and rows into ``--store``
     when ``rows``): both are checked by :func:`main` before the command starts."""
     p.add_argument("--overwrite", action="store_true",
                    help="write into an --out folder that holds other files (never over a checkpoint's own files)")
     p.set_defaults(writes=writes, writes_rows=rows)
+    add_thread_option(p)
 
 
 def check_out(out, writes: str, overwrite: bool) -> None:
@@ -139,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
             Store(getattr(args, "store", None)).check()
         if getattr(args, "writes", None):
             check_out(args.out, args.writes, args.overwrite)
+        if getattr(args, "computes", False):
+            from snnsec import threads
+
+            n, why = threads.choose(args.threads)
+            threads.apply(n)
+            allowed = len(threads.allowed_cores())
+            if n < allowed and why.endswith("idle"):
+                print(f"snnsec: computing on {n} of {allowed} cores ({why}); --threads overrides", file=sys.stderr)
         code = args.func(args)
         if getattr(args, "writes", None):
             mark_out(args.out, args.writes, " ".join(sys.argv[1:3]) if argv is None else " ".join(argv[:2]))

@@ -10,9 +10,7 @@ from snnsec.cli.attack import attack_subparsers
 
 
 def register(sub) -> None:
-    from snnsec.attacks.adversarial.adapter import attack_names
-    from snnsec.attacks.adversarial.evaluate import ALIASES
-    from snnsec.attacks.adversarial.gradients import gradient_names
+    from snnsec.attacks.catalog import ALIASES, attack_names, gradient_names
 
     p = attack_subparsers(sub).add_parser(
         "adversarial",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from snnsec.cli import add_thread_option
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -18,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done; run nothing")
     p.add_argument("--no-progress", action="store_true")
+    add_thread_option(p)
     p.set_defaults(func=run, writes_rows=True)
 
 

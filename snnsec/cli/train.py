@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from snnsec.cli import add_output_checks, key_values, positive_int
+from snnsec.cli import add_output_checks, add_thread_option, key_values, positive_int
 from snnsec.data.spec import SLICINGS
 
 STORE_HELP = "results store (default: $SNNSEC_STORE or reports/results.sqlite)"
@@ -14,7 +14,7 @@ STORE_HELP = "results store (default: $SNNSEC_STORE or reports/results.sqlite)"
 
 def register(sub) -> None:
     from snnsec.hardening.recipe import add_arguments
-    from snnsec.train import LOSSES, recommended
+    from snnsec.train_settings import LOSSES, recommended
 
     p = sub.add_parser(
         "train",
@@ -62,12 +62,14 @@ def register(sub) -> None:
     e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--store", default=None, help=STORE_HELP)
     e.add_argument("--no-progress", action="store_true")
+    add_thread_option(e)
     e.set_defaults(func=run_eval, writes_rows=True)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from snnsec.hardening.recipe import recipe_from_args
-    from snnsec.train import LossRecipe, TrainConfig, recommended, run_training
+    from snnsec.train import LossRecipe, TrainConfig, run_training
+    from snnsec.train_settings import recommended
 
     recipe = recipe_from_args(args) or LossRecipe(args.loss)
     rec = recommended(args.data)

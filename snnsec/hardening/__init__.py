@@ -10,12 +10,22 @@ See :mod:`snnsec.hardening.tcl`, :mod:`~snnsec.hardening.stcl` and
 :mod:`~snnsec.hardening.adversarial` for the equations.
 """
 
-from snnsec.hardening.adversarial import PGD, AdversarialLoss
-from snnsec.hardening.recipe import LOSSES, Recipe, add_arguments, build_recipe, recipe_from_args, recipe_from_meta
-from snnsec.hardening.stcl import EventAugment, STCLLoss
-from snnsec.hardening.tcl import ProjectionHead, TCLLoss, contrastive_masks, supcon_loss
+import importlib
 
-__all__ = [
-    "PGD", "AdversarialLoss", "LOSSES", "Recipe", "add_arguments", "build_recipe", "recipe_from_args", "recipe_from_meta",
-    "EventAugment", "STCLLoss", "ProjectionHead", "TCLLoss", "contrastive_masks", "supcon_loss",
-]
+# Names resolve on first use, so that the recipe flags (snnsec train --help) load without torch.
+_HOMES = {
+    "PGD": "adversarial", "AdversarialLoss": "adversarial",
+    "LOSSES": "recipe", "Recipe": "recipe", "add_arguments": "recipe", "build_recipe": "recipe",
+    "recipe_from_args": "recipe", "recipe_from_meta": "recipe",
+    "EventAugment": "stcl", "STCLLoss": "stcl",
+    "ProjectionHead": "tcl", "TCLLoss": "tcl", "contrastive_masks": "tcl", "supcon_loss": "tcl",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'snnsec.hardening' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -23,23 +23,7 @@ from torch import nn
 
 from snnsec.harness import preserve_modes
 
-METHODS = ("pgd", "trades")
-DEFAULT_EPS = 2 / 255
-DEFAULT_ALPHA = 1 / 255
-DEFAULT_STEPS = 2
-DEFAULT_BETA = 6.0
-
-
-def parse_eps(v, *, field: str = "eps") -> float:
-    """An L-inf radius in [0, 1] units: a number, or a string ``"k/255"`` as spec files write it."""
-    try:
-        num, _, den = str(v).partition("/") if isinstance(v, str) else (v, "", "1")
-        e = float(num) / float(den)
-    except (TypeError, ValueError, ZeroDivisionError):
-        raise ValueError(f"field '{field}': expected a number or 'k/255', got {v!r}") from None
-    if not 0 <= e <= 1:
-        raise ValueError(f"field '{field}': expected a radius in [0, 1] (frames are in [0, 1]), got {v!r}")
-    return e
+from snnsec.hardening.settings import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_EPS, DEFAULT_STEPS, METHODS
 
 
 def _kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:

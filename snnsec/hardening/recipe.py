@@ -14,11 +14,8 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from torch import nn
-
-from snnsec.hardening.adversarial import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_EPS, DEFAULT_STEPS, METHODS, AdversarialLoss, parse_eps
-from snnsec.hardening.stcl import EventAugment, STCLLoss
-from snnsec.hardening.tcl import DEFAULT_LAMBDA, DEFAULT_PROJ_DIM, DEFAULT_TAU, TCLLoss, feature_dim
+from snnsec.hardening.settings import (AUGMENT_DEFAULTS, DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_EPS, DEFAULT_LAMBDA,
+                                      DEFAULT_PROJ_DIM, DEFAULT_STEPS, DEFAULT_TAU, METHODS, parse_eps)
 
 LOSSES = ("ce", "tcl", "stcl")
 ADVS = ("none", *METHODS)
@@ -32,7 +29,7 @@ class Recipe:
     tau: float = DEFAULT_TAU
     lam: float = DEFAULT_LAMBDA
     proj_dim: int = DEFAULT_PROJ_DIM
-    augment: dict[str, Any] = field(default_factory=lambda: EventAugment().to_dict())
+    augment: dict[str, Any] = field(default_factory=lambda: dict(AUGMENT_DEFAULTS))
     adv: str = "none"
     adv_eps: float = DEFAULT_EPS
     adv_alpha: float = DEFAULT_ALPHA
@@ -53,6 +50,8 @@ class Recipe:
         if self.adv != "none" and not (self.adv_eps >= 0 and self.adv_alpha >= 0 and self.adv_steps >= 1):
             raise ValueError(f"recipe adversarial fields: expected adv_eps >= 0, adv_alpha >= 0, adv_steps >= 1; got "
                              f"{self.adv_eps}, {self.adv_alpha}, {self.adv_steps}")
+        from snnsec.hardening.stcl import EventAugment
+
         self.augment = EventAugment(**self.augment).to_dict()  # validates the keys and values
 
     @property
@@ -75,12 +74,18 @@ class Recipe:
             d.pop("trades_beta")
         return {"name": self.name, **d}
 
-    def build(self, model: nn.Module):
+    def build(self, model):
         """The loss object ``loss_fn(model, x, y) -> (loss, logits)`` for this recipe and model.
 
         TCL/STCL carry a projection head sized to the model's ``features_seq``: its
         parameters are ``loss_fn.parameters()`` and must be optimised with the model's.
         """
+        from torch import nn
+
+        from snnsec.hardening.adversarial import AdversarialLoss
+        from snnsec.hardening.stcl import EventAugment, STCLLoss
+        from snnsec.hardening.tcl import TCLLoss, feature_dim
+
         if self.loss == "ce":
             from snnsec.train import CrossEntropy
 
@@ -150,12 +155,13 @@ def add_arguments(parser: argparse.ArgumentParser, *, builtin_losses: tuple[str,
     g.add_argument("--tcl-tau", type=float, default=DEFAULT_TAU, help=f"contrastive temperature (default {DEFAULT_TAU})")
     g.add_argument("--tcl-lambda", type=float, default=DEFAULT_LAMBDA, help=f"weight of the contrastive term (default {DEFAULT_LAMBDA})")
     g.add_argument("--tcl-proj-dim", type=int, default=DEFAULT_PROJ_DIM, help=f"projection head output size (default {DEFAULT_PROJ_DIM})")
-    aug = EventAugment()
-    g.add_argument("--aug-shift", type=int, default=aug.max_shift, help=f"STCL spatial jitter, pixels (default {aug.max_shift})")
-    g.add_argument("--aug-drop", type=float, default=aug.drop, help=f"STCL event drop probability (default {aug.drop})")
-    g.add_argument("--aug-time-jitter", type=float, default=aug.time_jitter, help=f"STCL time-jitter probability (default {aug.time_jitter})")
-    g.add_argument("--aug-flip-polarity", type=float, default=aug.flip_polarity,
-                   help=f"STCL polarity-flip probability; 0 where polarity carries the class (default {aug.flip_polarity})")
+    aug = AUGMENT_DEFAULTS
+    g.add_argument("--aug-shift", type=int, default=aug["max_shift"], help=f"STCL spatial jitter, pixels (default {aug['max_shift']})")
+    g.add_argument("--aug-drop", type=float, default=aug["drop"], help=f"STCL event drop probability (default {aug['drop']})")
+    g.add_argument("--aug-time-jitter", type=float, default=aug["time_jitter"],
+                   help=f"STCL time-jitter probability (default {aug['time_jitter']})")
+    g.add_argument("--aug-flip-polarity", type=float, default=aug["flip_polarity"],
+                   help=f"STCL polarity-flip probability; 0 where polarity carries the class (default {aug['flip_polarity']})")
     g.add_argument("--adv", choices=ADVS, default="none", help="adversarial training: pgd (PGD-AT) or trades (default none)")
     g.add_argument("--adv-eps", default=DEFAULT_EPS, help="L-inf training radius, a number or k/255 (default 2/255)")
     g.add_argument("--adv-alpha", default=DEFAULT_ALPHA, help="PGD step size, a number or k/255 (default 1/255)")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from snnsec.hardening.adversarial import parse_eps
+from snnsec.hardening.settings import parse_eps
 from snnsec.hardening.evaluate import accuracy_at_steps, eps_label
 from snnsec.hardening.recipe import Recipe, build_recipe
 

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from snnsec.hardening.tcl import DEFAULT_LAMBDA, DEFAULT_PROJ_DIM, DEFAULT_TAU, TCLLoss, logits_and_features_seq
+from snnsec.hardening.settings import AUGMENT_DEFAULTS, DEFAULT_LAMBDA, DEFAULT_PROJ_DIM, DEFAULT_TAU
+from snnsec.hardening.tcl import TCLLoss, logits_and_features_seq
 
 
 @dataclass
@@ -40,10 +41,10 @@ class EventAugment:
     Binary frames stay binary: entries that time jitter stacks on one bin are clamped to 1.
     """
 
-    max_shift: int = 2
-    drop: float = 0.1
-    time_jitter: float = 0.1
-    flip_polarity: float = 0.5
+    max_shift: int = AUGMENT_DEFAULTS["max_shift"]
+    drop: float = AUGMENT_DEFAULTS["drop"]
+    time_jitter: float = AUGMENT_DEFAULTS["time_jitter"]
+    flip_polarity: float = AUGMENT_DEFAULTS["flip_polarity"]
 
     def __post_init__(self) -> None:
         if int(self.max_shift) < 0:

@@ -24,12 +24,7 @@ from torch import nn
 
 from snnsec.harness import preserve_modes
 
-# SupCon's default temperature (Khosla et al. 2020); the TCL paper's value is not known here.
-DEFAULT_TAU = 0.07
-# Equal weighting of CE and the contrastive term: the paper's lambda is not known here.
-DEFAULT_LAMBDA = 1.0
-# SupCon projects to 128 dimensions; kept, since it is cheap next to the backbone.
-DEFAULT_PROJ_DIM = 128
+from snnsec.hardening.settings import DEFAULT_LAMBDA, DEFAULT_PROJ_DIM, DEFAULT_TAU
 
 
 def contrastive_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torchattacks
 
+from snnsec.attacks.catalog import ATTACKS, AUTOATTACK_STRENGTH, attack_names
 from snnsec.harness import preserve_modes
 
-__all__ = ["ATTACKS", "Attack", "AttackInfo", "Counter", "attack_names"]
+__all__ = ["ATTACKS", "Attack", "Counter", "attack_names"]
 
 
 class Counter(nn.Module):
@@ -64,98 +63,6 @@ class Counter(nn.Module):
         return out
 
 
-@dataclass(frozen=True)
-class AttackInfo:
-    name: str
-    threat: str  # "linf" | "l2" | "minimal"
-    white_box: bool
-    build: Callable[..., torchattacks.Attack]
-    description: str
-    uses_eps: bool = True
-
-
-def _pgd_alpha(eps: float, steps: int) -> float:
-    # Madry et al.'s rule: step 2.5 * eps / steps lets the iterate cross the ball and back
-    return 2.5 * eps / steps
-
-
-# Original AutoAttack ("standard", fra31/auto-attack) runs APGD/APGD-T/FAB-T with 100 iterations,
-# 9 target classes and Square with 5,000 queries; torchattacks defaults to 10 steps and a time
-# seed. Fast: the same pipeline at a strength the unit tests can afford (not for reported numbers).
-AUTOATTACK_STRENGTH = {"standard": {"steps": 100, "queries": 5000}, "fast": {"steps": 10, "queries": 100}}
-
-
-def _targets(num_classes: int) -> int:
-    # torchattacks' n_classes is "target classes + 1"; AutoAttack standard uses 9 targets
-    return min(num_classes, 10)
-
-
-def _build_autoattack(m, eps, *, steps, seed, num_classes, queries, **_):
-    comps = [
-        torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed),
-        torchattacks.APGDT(m, norm="Linf", eps=eps, steps=steps, n_restarts=1, n_classes=_targets(num_classes), seed=seed),
-        torchattacks.FAB(m, norm="Linf", eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
-                         n_classes=_targets(num_classes), seed=seed),
-        # the original sets resc_schedule=False for Square inside AutoAttack
-        torchattacks.Square(m, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, resc_schedule=False, seed=seed),
-    ]
-    return torchattacks.MultiAttack(comps)
-
-
-def _info(name, threat, white_box, build, description, uses_eps=True):
-    return name, AttackInfo(name, threat, white_box, build, description, uses_eps)
-
-
-ATTACKS: dict[str, AttackInfo] = dict([
-    _info("fgsm", "linf", True, lambda m, eps, **k: torchattacks.FGSM(m, eps=eps), "FGSM, one signed gradient step"),
-    _info("bim", "linf", True,
-          lambda m, eps, *, steps, **k: torchattacks.BIM(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps),
-          "BIM (iterative FGSM, no random start)"),
-    _info("pgd", "linf", True,
-          lambda m, eps, *, steps, **k: torchattacks.PGD(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps,
-                                                         random_start=True),
-          "PGD with uniform random start, step 2.5*eps/steps"),
-    _info("eotpgd", "linf", True,
-          lambda m, eps, *, steps, eot_iter, **k: torchattacks.EOTPGD(m, eps=eps, alpha=_pgd_alpha(eps, steps),
-                                                                      steps=steps, eot_iter=eot_iter),
-          "PGD with gradients averaged over eot_iter forwards (stochastic models)"),
-    _info("pgdl2", "l2", True,
-          lambda m, eps, *, steps, **k: torchattacks.PGDL2(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps),
-          "PGD in an L2 ball of radius eps"),
-    _info("apgd", "linf", True,
-          lambda m, eps, *, steps, seed, eot_iter, **k: torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps,
-                                                                          loss="ce", seed=seed, eot_iter=eot_iter),
-          "APGD-CE (Croce & Hein 2020)"),
-    _info("apgd-dlr", "linf", True,
-          lambda m, eps, *, steps, seed, eot_iter, **k: torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps,
-                                                                          loss="dlr", seed=seed, eot_iter=eot_iter),
-          "APGD on the DLR loss"),
-    _info("apgdt", "linf", True,
-          lambda m, eps, *, steps, seed, num_classes, eot_iter, **k: torchattacks.APGDT(
-              m, norm="Linf", eps=eps, steps=steps, seed=seed, n_classes=_targets(num_classes), eot_iter=eot_iter),
-          "APGD-T, targeted DLR over the 9 most likely other classes"),
-    _info("fab", "linf", True,
-          lambda m, eps, *, steps, seed, num_classes, **k: torchattacks.FAB(
-              m, norm="Linf", eps=eps, steps=steps, seed=seed, multi_targeted=True, n_classes=_targets(num_classes)),
-          "FAB-T (minimal-norm, projected into the eps ball)"),
-    _info("square", "linf", False,
-          lambda m, eps, *, seed, queries, **k: torchattacks.Square(m, norm="Linf", eps=eps, n_queries=queries, seed=seed),
-          "Square Attack (black-box, score-based)"),
-    _info("autoattack", "linf", True, _build_autoattack,
-          "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (per-sample worst case)"),
-    _info("cw", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.CW(m, c=1, kappa=0, steps=steps, lr=0.01),
-          "Carlini-Wagner L2 (inputs mapped into (0, 1) first)", uses_eps=False),
-    _info("deepfool", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.DeepFool(m, steps=steps),
-          "DeepFool (minimal L2)", uses_eps=False),
-    _info("sparsefool", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.SparseFool(m, steps=steps),
-          "SparseFool (minimal L0)", uses_eps=False),
-    _info("onepixel", "minimal", False, lambda m, eps, **k: torchattacks.OnePixel(m, pixels=1, steps=10, popsize=10),
-          "One-pixel differential evolution (black-box L0)", uses_eps=False),
-])
-
-
-def attack_names() -> list[str]:
-    return list(ATTACKS)
 
 
 # default steps per attack at full strength; "fast" divides iterative budgets for unit tests

@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 
 from snnsec.attacks.adversarial import checks as C
-from snnsec.attacks.adversarial.adapter import ATTACKS, Attack
+from snnsec.attacks.adversarial.adapter import Attack
+from snnsec.attacks.catalog import ALIASES, ATTACKS, EXTRA_ATTACKS
 from snnsec.attacks.adversarial.binary import SpikeFlip, flips_to_reach
 from snnsec.attacks.adversarial.eot import EOT
 from snnsec.attacks.adversarial.gradients import gradient_mode, parse_gradient
@@ -30,11 +31,6 @@ from snnsec.harness import preserve_modes
 
 __all__ = ["ALIASES", "AdversarialEvaluation", "EvalConfig", "evaluate", "expand_attacks", "format_eps", "parse_eps"]
 
-ALIASES = {
-    "ensemble": ("pgd", "apgd", "apgd-dlr", "apgdt", "fab", "square"),
-    "all": tuple(a for a in ATTACKS if a != "autoattack") + ("spikeflip",),
-}
-EXTRA_ATTACKS = ("spikeflip",)
 
 
 def expand_attacks(spec) -> tuple[str, ...]:

@@ -25,11 +25,11 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from snnsec.harness import SURROGATES, override_surrogate, spiking_neurons
+from snnsec.attacks.catalog import RATE_MODES, gradient_names
+from snnsec.harness import override_surrogate, spiking_neurons
 
 __all__ = ["DEFAULT_SWEEP", "RATE_MODES", "gradient_mode", "parse_gradient", "gradient_names"]
 
-RATE_MODES = ("bptr", "rga")
 
 # Surrogates of the Özdenizci & Legenstein ensemble that this harness can build (triangle and rect
 # at several widths, straight-through) plus the two smooth spikingjelly defaults and the rate
@@ -39,10 +39,6 @@ DEFAULT_SWEEP = ("sigmoid", "atan", "triangle:0.5", "triangle:1", "triangle:2", 
 
 # RGA constants from putshua/SNN_attack_RGA models/layers.py::RateBp (gamma, extension, desired slope)
 _RGA_GAMMA, _RGA_EXT, _RGA_DES = 0.2, 1.0, 1.0
-
-
-def gradient_names() -> tuple[str, ...]:
-    return ("model", *SURROGATES, *RATE_MODES)
 
 
 def parse_gradient(spec: str) -> tuple[str, float | None]:

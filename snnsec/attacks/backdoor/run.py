@@ -78,7 +78,7 @@ class BackdoorConfig:
             raise ValueError(f"backdoor config: rate must be a fraction in [0, 1], got {self.rate!r}")
         if not (isinstance(self.lr, (int, float)) and float(self.lr) > 0):
             raise ValueError(f"backdoor config: lr must be a learning rate > 0, got {self.lr!r}")
-        from snnsec.train import LOSSES, SCHEDULES
+        from snnsec.train_settings import LOSSES, SCHEDULES
 
         for name, allowed in (("mode", MODES), ("label_mode", LABEL_MODES), ("inject", ("frames", "events")),
                               ("slicing", SLICINGS), ("loss", LOSSES), ("schedule", SCHEDULES),
