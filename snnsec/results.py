@@ -22,6 +22,7 @@ lock (up to ``timeout`` seconds) rather than failing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -221,26 +222,31 @@ class Store:
         values = [_db_row(r, i) for i, r in enumerate(rows)]
         if not values:
             return 0
+        with self._writing() as con:
+            if claim is not None:
+                con.execute("DELETE FROM claims WHERE config_hash = ? AND owner = ?", claim)
+                if con.execute("SELECT 1 FROM results WHERE config_hash = ? LIMIT 1", (claim[0],)).fetchone():
+                    return 0
+            con.executemany(f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values)
+        return len(values)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """One write transaction, taken up front; committed when the block ends (also by
+        return), rolled back when it raises."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect()
         try:
             self._init(con)
             con.execute("BEGIN IMMEDIATE")
             try:
-                if claim is not None:
-                    con.execute("DELETE FROM claims WHERE config_hash = ? AND owner = ?", claim)
-                    if con.execute("SELECT 1 FROM results WHERE config_hash = ? LIMIT 1", (claim[0],)).fetchone():
-                        con.execute("COMMIT")
-                        return 0
-                con.executemany(
-                    f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values)
+                yield con
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
         finally:
             con.close()
-        return len(values)
 
     # -- claims: several runners splitting one grid -------------------------------------
     def claim(self, hash: str, owner: str, *, lease: float, dead: Callable[[str], bool] | None = None) -> bool:
@@ -248,29 +254,16 @@ class Store:
         claimed by another owner whose heartbeat is younger than ``lease`` seconds. An older
         claim belongs to a runner that died or stalled and is taken over, as is one whose
         owner ``dead(owner)`` says is gone."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect()
-        try:
-            self._init(con)
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                if con.execute("SELECT 1 FROM results WHERE config_hash = ? LIMIT 1", (hash,)).fetchone():
-                    con.execute("COMMIT")
-                    return False
-                now = time.time()
-                held = con.execute("SELECT owner, heartbeat FROM claims WHERE config_hash = ?", (hash,)).fetchone()
-                if held is not None and held[0] != owner and now - held[1] < lease and not (dead and dead(held[0])):
-                    con.execute("COMMIT")
-                    return False
-                con.execute("INSERT OR REPLACE INTO claims (config_hash, owner, claimed, heartbeat) VALUES (?, ?, ?, ?)",
-                            (hash, owner, now, now))
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+        with self._writing() as con:
+            if con.execute("SELECT 1 FROM results WHERE config_hash = ? LIMIT 1", (hash,)).fetchone():
+                return False
+            now = time.time()
+            held = con.execute("SELECT owner, heartbeat FROM claims WHERE config_hash = ?", (hash,)).fetchone()
+            if held is not None and held[0] != owner and now - held[1] < lease and not (dead and dead(held[0])):
+                return False
+            con.execute("INSERT OR REPLACE INTO claims (config_hash, owner, claimed, heartbeat) VALUES (?, ?, ?, ?)",
+                        (hash, owner, now, now))
             return True
-        finally:
-            con.close()
 
     def heartbeat(self, hash: str, owner: str) -> bool:
         """Renew ``owner``'s claim on ``hash``; False when the claim was taken over."""
