@@ -59,6 +59,7 @@ def _discover() -> None:
     _DISCOVERED = True
     import snnsec
 
+    # only modules inside the installed snnsec package, found by name: nothing a file names
     for info in pkgutil.walk_packages(snnsec.__path__, "snnsec.", onerror=lambda name: None):
         if info.name.rsplit(".", 1)[-1] == "bench_cells":
             importlib.import_module(info.name)
@@ -230,6 +231,8 @@ def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_
 
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
+    # plugins are named by the spec file the user chose to run, like --arch on the command line;
+    # nothing read from a checkpoint reaches here
     for module in spec.plugins:
         importlib.import_module(module)
     fn = get_kind(spec.kind)

@@ -84,7 +84,8 @@ def adversarial(model_path: Path, out: Path, cfg: DemoConfig, *, progress: bool,
         log("snnsec.attacks.adversarial is not installed: skipping the adversarial evaluation")
         return None
     from snnsec import checkpoint
-    from snnsec.attacks.adversarial import EvalConfig, evaluate, save_evaluation
+    from snnsec.attacks.adversarial import EvalConfig, evaluate
+    from snnsec.runs.adversarial import save_evaluation
     from snnsec.audit import clean_samples
 
     model, meta = checkpoint.load(model_path)

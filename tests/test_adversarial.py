@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from snnsec import models
 from snnsec.attacks.adversarial import (ATTACKS, DEFAULT_SWEEP, EOT, Attack, EvalConfig, SpikeFlip, evaluate,
-                                        evaluation_rows, expand_attacks, flips_to_reach, gradient_mode, parse_eps,
-                                        save_evaluation)
+                                        evaluation_rows, expand_attacks, flips_to_reach, gradient_mode, parse_eps)
 from snnsec.attacks.adversarial import checks as C
+from snnsec.runs.adversarial import save_evaluation
 from adversarial_helpers import T, Leaky, hard_threshold_copy, trained_csnn
 
 

@@ -117,7 +117,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from snnsec.attacks.backdoor.report import save_backdoor_run
+    from snnsec.runs.backdoor import save_backdoor_run
     from snnsec.attacks.backdoor.run import run_backdoor
 
     config = config_from_args(args)

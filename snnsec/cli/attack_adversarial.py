@@ -70,7 +70,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from snnsec.attacks.adversarial.evaluate import format_eps
-    from snnsec.attacks.adversarial.run import run_checkpoint
+    from snnsec.runs.adversarial import run_checkpoint
 
     config = config_from_args(args)
     ev, _ = run_checkpoint(args.checkpoint, data=args.data, root=args.root, split=args.split, n_samples=args.n_samples,

@@ -36,26 +36,6 @@ from snnsec.data.events import validate_events
 from snnsec.data.spec import SLICINGS
 
 
-def bin_index(events: np.ndarray, T: int, slicing: str = "events") -> np.ndarray:
-    """Frame index of each event (``>= T`` means dropped), by tonic's slicing rules above."""
-    n = len(events)
-    if slicing in ("events", "number"):
-        width = max(n // T, 1)
-        b = np.arange(n, dtype=np.int64) // width
-        return np.minimum(b, T - 1) if slicing == "number" else b
-    if slicing == "time-zero":
-        t = events["t"].astype(np.int64)
-        return t * T // (int(t[-1]) + 1) if n else t
-    if slicing == "time":
-        t = events["t"].astype(np.int64)
-        if n == 0:
-            return t
-        t0 = int(t[0])
-        width = max((int(t[-1]) - t0) // T, 1)
-        return (t - t0) // width
-    raise ValueError(f"slicing: expected one of {SLICINGS}, got {slicing!r}")
-
-
 def _plainly_valid(events) -> bool:
     """The checks framing cannot do on the way, in one pass over t: a structured array with
     integer x, y, t (and integer or bool p), t never negative and never decreasing. Anything

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# How a recording becomes T frames (snnsec.data.frames.bin_index has the exact rules):
+# How a recording becomes T frames (snnsec.data.frames.frame_bounds has the exact rules):
 #   events     tonic ToFrame(n_event_bins=T): N // T events per frame, the last N % T dropped
 #   time       tonic ToFrame(n_time_bins=T): equal windows from the first event, the tail dropped
 #   time-zero  equal windows from t = 0 to the last event, every event kept

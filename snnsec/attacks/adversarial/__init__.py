@@ -8,8 +8,8 @@
 * :class:`SpikeFlip`: binary event attack (insert/delete events) under an L0 budget.
 * :class:`EOT`: expectation over transformation for stochastic encoders.
 * :func:`evaluate`: attacks x estimators x eps, per-sample worst case, metrics and the checklist
-  (:mod:`~snnsec.attacks.adversarial.checks`); :func:`save_evaluation` writes metrics.json, the
-  figure and result rows.
+  (:mod:`~snnsec.attacks.adversarial.checks`); :func:`evaluation_rows` turns it into result rows
+  (:mod:`snnsec.runs.adversarial` writes metrics.json, the figure and the rows).
 """
 
 from snnsec.attacks.adversarial.adapter import ATTACKS, Attack, Counter, attack_names
@@ -18,8 +18,8 @@ from snnsec.attacks.adversarial.eot import EOT, is_stochastic
 from snnsec.attacks.adversarial.evaluate import (AdversarialEvaluation, EvalConfig, evaluate, expand_attacks,
                                                  format_eps, parse_eps)
 from snnsec.attacks.adversarial.gradients import DEFAULT_SWEEP, gradient_mode, parse_gradient
-from snnsec.attacks.adversarial.report import evaluation_rows, save_evaluation
+from snnsec.attacks.adversarial.report import evaluation_rows
 
 __all__ = ["ATTACKS", "DEFAULT_SWEEP", "EOT", "AdversarialEvaluation", "Attack", "Counter", "EvalConfig", "FlipResult",
            "SpikeFlip", "attack_names", "evaluate", "evaluation_rows", "expand_attacks", "flips_to_reach", "format_eps",
-           "gradient_mode", "is_stochastic", "parse_eps", "parse_gradient", "save_evaluation"]
+           "gradient_mode", "is_stochastic", "parse_eps", "parse_gradient"]

@@ -1,6 +1,5 @@
-"""Outputs of a robustness evaluation: metrics.json, result rows, and the robust-accuracy-vs-eps
-figure drawn from those rows (:func:`snnsec.report.figures.fig_robust_accuracy`, so
-``snnsec report`` redraws the same figure from the store).
+"""A robustness evaluation as result rows (:mod:`snnsec.runs.adversarial` writes them with
+metrics.json and the robust-accuracy-vs-eps figure, which ``snnsec report`` redraws from them).
 
 Every output carries ``reliable``: the figure's title says UNRELIABLE and rings the points of
 the run, metrics.json has ``reliable: false`` and ``unreliable_reasons``, and every row's
@@ -10,12 +9,9 @@ and a ``reliable`` row).
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from snnsec._io import atomic_write_json
 from snnsec.attacks.adversarial.evaluate import AdversarialEvaluation, format_eps
 
-__all__ = ["evaluation_rows", "save_evaluation"]
+__all__ = ["evaluation_rows"]
 
 
 def evaluation_rows(ev: AdversarialEvaluation, *, dataset: str, model: str, T: int | None, seed: int | None,
@@ -66,27 +62,3 @@ def evaluation_rows(ev: AdversarialEvaluation, *, dataset: str, model: str, T: i
                                                                                  "gradients": f["gradients"]},
                                   extra=base_extra)
     return rows
-
-
-def save_evaluation(ev: AdversarialEvaluation, out: str | Path, *, dataset: str, model: str, T: int | None,
-                    seed: int | None, config: dict, store=None, append_rows: bool = True, title: str = "",
-                    extra: dict | None = None) -> dict:
-    """Write ``out/metrics.json`` and ``out/robustness.png`` (drawn from the rows; ``title``, if
-    given, goes above it) and append the rows to ``store``. Returns the metrics."""
-    from snnsec import results
-    from snnsec.report.figures import fig_robust_accuracy
-    from snnsec.report.render import write_png
-
-    out = Path(out)
-    metrics = {**ev.to_dict(), "dataset": dataset, "model": model, "T": T, "seed": seed, "run_config": config,
-               **(extra or {})}
-    atomic_write_json(out / "metrics.json", metrics)
-    rows = evaluation_rows(ev, dataset=dataset, model=model, T=T, seed=seed, config=config, extra=extra)
-    if ev.robust_accuracy:  # spike flips alone have no eps curve to draw
-        fig = fig_robust_accuracy(rows)
-        if title:
-            fig.suptitle(title, fontsize=8)
-        write_png(fig, out / "robustness.png")
-    if append_rows:
-        results.Store(store if store is not None else results.default_store_path()).append(rows)
-    return metrics

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from snnsec.data.events import validate_events
-from snnsec.data.frames import bin_index
+from snnsec.data.frames import frame_bounds
 from snnsec.data.spec import SLICINGS
 
 POLARITIES = ("on", "off", "both", "erase")
@@ -154,12 +154,11 @@ def inject_events(
     pols = event_polarities(polarity, P)
     counted = slicing in ("events", "number")
     t = events["t"].astype(np.int64)
-    frame = bin_index(events, T, slicing)
-    framed = frame < T
+    bounds = frame_bounds(events, T, slicing)  # frame f is events[bounds[f]:bounds[f + 1]]
+    used = int(bounds[T])
+    frame = np.repeat(np.arange(T), np.diff(bounds))
     hit = np.zeros(n, dtype=bool)
-    hit[framed] = mask[frame[framed], events["y"][framed].astype(np.int64), events["x"][framed].astype(np.int64)]
-    # frame indices never decrease along a time-sorted stream, so frame f is one slice
-    bounds = np.searchsorted(frame, np.arange(T + 1))
+    hit[:used] = mask[frame, events["y"][:used].astype(np.int64), events["x"][:used].astype(np.int64)]
     anchor = {"time": (0, 0), "time-zero": (T - 1, n - 1)}.get(slicing)
 
     parts = []
@@ -202,9 +201,8 @@ def inject_events(
         out.append(merged[np.argsort(merged["t"], kind="stable")])
     out.append(events[bounds[T]:])  # the tail the slicing drops, unchanged
     result = np.concatenate(out)
-    intended = np.repeat(np.arange(T + 1), [*(len(o) for o in out)])
-    placed = bin_index(result, T, slicing)
-    if not np.array_equal(np.minimum(placed, T), intended):
+    want = np.cumsum([0, *(len(o) for o in out[:T])])
+    if not np.array_equal(frame_bounds(result, T, slicing), want):
         raise ValueError(f"event injection: the recording ({n} events over {int(t[-1] - t[0])} us) is too short "
                          f"to hold {T} '{slicing}' frames with the trigger in them")
     return result

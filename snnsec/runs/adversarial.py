@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint on a dataset: what ``snnsec attack adversarial`` and the ``adversarial`` bench kind run."""
+"""Evaluate a checkpoint on a dataset and save what came out: what ``snnsec attack adversarial`` and the
+``adversarial`` bench kind run."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from pathlib import Path
 
 import torch
 
+from snnsec._io import atomic_write_json
 from snnsec.attacks.adversarial.evaluate import AdversarialEvaluation, EvalConfig, evaluate
+from snnsec.attacks.adversarial.report import evaluation_rows
 
-__all__ = ["load_samples", "run_checkpoint"]
+__all__ = ["load_samples", "run_checkpoint", "save_evaluation"]
 
 
 def load_samples(data: str, *, split: str = "test", root=None, n_samples: int | None = None, seed: int = 0,
@@ -43,7 +46,6 @@ def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str
     checkpoint's ``module:function`` factory (:func:`snnsec.checkpoint.load`).
     """
     from snnsec import checkpoint as ckpt
-    from snnsec.attacks.adversarial.report import evaluation_rows, save_evaluation
     from snnsec.data.spec import DataSpec
 
     model, meta = ckpt.load(checkpoint, arch=arch)
@@ -68,3 +70,27 @@ def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str
             results.Store(store if store is not None else results.default_store_path()).append(evaluation_rows(ev, **common))
         metrics = {**ev.to_dict(), **common}
     return ev, metrics
+
+
+def save_evaluation(ev: AdversarialEvaluation, out: str | Path, *, dataset: str, model: str, T: int | None,
+                    seed: int | None, config: dict, store=None, append_rows: bool = True, title: str = "",
+                    extra: dict | None = None) -> dict:
+    """Write ``out/metrics.json`` and ``out/robustness.png`` (drawn from the rows; ``title``, if
+    given, goes above it) and append the rows to ``store``. Returns the metrics."""
+    from snnsec import results
+    from snnsec.report.figures import fig_robust_accuracy
+    from snnsec.report.render import write_png
+
+    out = Path(out)
+    metrics = {**ev.to_dict(), "dataset": dataset, "model": model, "T": T, "seed": seed, "run_config": config,
+               **(extra or {})}
+    atomic_write_json(out / "metrics.json", metrics)
+    rows = evaluation_rows(ev, dataset=dataset, model=model, T=T, seed=seed, config=config, extra=extra)
+    if ev.robust_accuracy:  # spike flips alone have no eps curve to draw
+        fig = fig_robust_accuracy(rows)
+        if title:
+            fig.suptitle(title, fontsize=8)
+        write_png(fig, out / "robustness.png")
+    if append_rows:
+        results.Store(store if store is not None else results.default_store_path()).append(rows)
+    return metrics

@@ -1,4 +1,8 @@
-"""Registers the ``adversarial`` bench kind (see :mod:`snnsec.bench` and ``attacks/adversarial_*.toml``).
+"""Bench kinds of the attacks (see :mod:`snnsec.bench`).
+
+``backdoor``: Registers the ``backdoor`` bench kind (see :mod:`snnsec.bench`).
+
+``adversarial``: Registers the ``adversarial`` bench kind (see :mod:`snnsec.bench` and ``attacks/adversarial_*.toml``).
 
 A cell names a trained ``checkpoint`` (or trains one first when it gives ``epochs`` instead),
 the ``dataset`` (plus ``root``), ``attacks``, ``eps`` (list of radii such as ``"8/255"``) and
@@ -11,12 +15,21 @@ from __future__ import annotations
 
 from snnsec.bench import register_kind
 
+
+def backdoor_cell(cell: dict, *, progress: bool = True) -> dict:
+    from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor, run_output
+
+    return run_output(run_backdoor(BackdoorConfig.from_cell(cell), progress=progress))
+
+
+register_kind("backdoor", backdoor_cell)
+
 _EVAL_KEYS = ("attacks", "eps", "gradients", "fast", "eot", "batch_size", "flip_budget", "flip_step", "queries")
 
 
 def adversarial_cell(cell: dict, *, progress: bool = True) -> dict:
     from snnsec.attacks.adversarial.evaluate import EvalConfig, format_eps
-    from snnsec.attacks.adversarial.run import run_checkpoint
+    from snnsec.runs.adversarial import run_checkpoint
 
     ckpt = cell.get("checkpoint")
     if ckpt is None:
