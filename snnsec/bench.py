@@ -25,15 +25,14 @@ and optionally ``attack``, ``attack_params``, ``defense``, ``defense_params``, `
 keys replacing the cell's own (per-layer firing rates, a gallery clip with its frames in
 ``extra``, per-group entropies). Every row of a cell shares its run id and config hash, so a
 cell is stored, and skipped on resume, as a whole.
-Kinds register themselves from any module named ``bench_cells`` inside the snnsec package
-(imported on first use), or from the modules a spec lists under ``plugins``.
+The built-in kinds are registered by :mod:`snnsec.runs` (imported on first use); a spec's
+``plugins`` modules may register more.
 """
 
 from __future__ import annotations
 
 import importlib
 import itertools
-import pkgutil
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -42,7 +41,6 @@ from typing import Any, Callable
 
 CellFn = Callable[..., dict]
 _KINDS: dict[str, CellFn] = {}
-_DISCOVERED = False
 REQUIRED = ("dataset", "model")
 
 
@@ -52,26 +50,17 @@ def register_kind(name: str, fn: CellFn) -> CellFn:
     return fn
 
 
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    import snnsec
-
-    # only modules inside the installed snnsec package, found by name: nothing a file names
-    for info in pkgutil.walk_packages(snnsec.__path__, "snnsec.", onerror=lambda name: None):
-        if info.name.rsplit(".", 1)[-1] == "bench_cells":
-            importlib.import_module(info.name)
+def _builtin() -> None:
+    import snnsec.runs  # noqa: F401  (its __init__ registers the built-in kinds)
 
 
 def kinds() -> list[str]:
-    _discover()
+    _builtin()
     return sorted(_KINDS)
 
 
 def get_kind(name: str) -> CellFn:
-    _discover()
+    _builtin()
     if name not in _KINDS:
         raise ValueError(f"bench: unknown cell kind {name!r}; registered kinds: {sorted(_KINDS)}")
     return _KINDS[name]

@@ -66,9 +66,12 @@ __all__ = [
     "SpikingClassifier",
     "StraightThrough",
     "calibrate_bn",
+    "clone",
     "encode",
+    "inspection_mode",
     "make_surrogate",
     "override_surrogate",
+    "predict",
     "preserve_modes",
     "reset_backbone",
     "spiking_neurons",
@@ -675,8 +678,10 @@ class AttackView(nn.Module):
 
     torchattacks' L2 attacks (PGDL2, CW, DeepFool, ...) assume 4-D images, so time is packed into
     channels, ``x.view(B, T, P, H, W)`` inside (frame t, polarity p is channel ``t*P + p``). The
-    view shares the classifier's parameters and modes; mode changes torchattacks makes on it
-    reach the classifier (wrap attacks in :func:`preserve_modes` to be sure they are undone).
+    view shares the model's parameters and modes; mode changes torchattacks makes on it reach the
+    model (wrap attacks in :func:`preserve_modes` to be sure they are undone). Any module taking
+    frames works: the frame shape is the classifier's ``input_shape`` or, for other modules, that
+    of the last frames given to :meth:`pack`; static images ``[B, C, H, W]`` pass through.
 
     Attack domain: torchattacks clamps adversarial inputs to [0, 1]. snnsec.data produces binary
     frames by default (``binary=True``: a pixel is 1 if it saw at least one event in the bin), so
@@ -687,9 +692,11 @@ class AttackView(nn.Module):
     strictly inside (0, 1) (atanh(+-1) is infinite): rescale exactly binary inputs for it.
     """
 
-    def __init__(self, classifier: SpikingClassifier) -> None:
+    def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
+        shape = getattr(classifier, "input_shape", None)
+        self._shape: tuple[int, ...] | None = tuple(int(v) for v in shape) if shape is not None else None
 
     # torchattacks restores the mode it finds on the model it is given; the view's own flag would
     # be a stale copy (a fresh module says True and would leave an eval classifier in train mode
@@ -704,17 +711,64 @@ class AttackView(nn.Module):
         pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T, P, H, W = self.classifier.input_shape
+        if self._shape is None:
+            return self.classifier(x)
+        T, P, H, W = self._shape
         if x.ndim != 4 or tuple(x.shape[1:]) != (T * P, H, W):
             raise ValueError(f"AttackView: expected [B, {T * P}, {H}, {W}] (T*P channels), got {tuple(x.shape)}")
         return self.classifier(x.reshape(x.shape[0], T, P, H, W))
 
-    @staticmethod
-    def pack(frames: torch.Tensor) -> torch.Tensor:
-        """``[B, T, P, H, W]`` -> ``[B, T*P, H, W]``."""
-        return frames.flatten(1, 2)
+    def pack(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[B, T, P, H, W]`` -> ``[B, T*P, H, W]``; static images ``[B, C, H, W]`` unchanged."""
+        if frames.ndim == 5:
+            if not hasattr(self.classifier, "input_shape"):
+                self._shape = tuple(frames.shape[1:])
+            return frames.flatten(1, 2)
+        if frames.ndim == 4 and not hasattr(self.classifier, "input_shape"):
+            self._shape = None
+            return frames
+        raise ValueError(f"attack input must be frames [B, T, P, H, W]"
+                         f"{'' if hasattr(self.classifier, 'input_shape') else ' or static images [B, C, H, W]'}, "
+                         f"got {tuple(frames.shape)}")
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T*P, H, W]`` -> ``[B, T, P, H, W]``."""
-        return x.reshape(x.shape[0], *self.classifier.input_shape)
+        """``[B, T*P, H, W]`` -> ``[B, T, P, H, W]`` (static images unchanged)."""
+        return x if self._shape is None else x.reshape(x.shape[0], *self._shape)
 
+
+# --------------------------------------------------------------------------------------------
+# inference: the one place that runs a model for predictions
+
+
+@contextlib.contextmanager
+def inspection_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """eval() with frozen weights for the duration; modes and ``requires_grad`` restored after."""
+    grads = {p: p.requires_grad for p in model.parameters()}
+    with preserve_modes(model):
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for p, g in grads.items():
+                p.requires_grad_(g)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, frames: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+    """Logits ``[N, K]`` (on the CPU) for frames ``[N, T, P, H, W]``, in eval mode; modes restored.
+    Each batch is a fresh forward: the model resets its state (:class:`SpikingClassifier`)."""
+    if len(frames) == 0:
+        raise ValueError("predict: no frames given")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with preserve_modes(model):
+        model.eval()
+        return torch.cat([model(frames[i:i + int(batch_size)].to(device).float()).cpu()
+                          for i in range(0, len(frames), int(batch_size))])
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """A deep copy; neuron state left by the last forward (non-leaf tensors) is reset first."""
+    reset_backbone(model)
+    return copy.deepcopy(model)

@@ -27,7 +27,7 @@ indexing that tensor, with no per-sample DataLoader; any other map-style dataset
 one ``ds[i]`` at a time.
 
 Augmentation (``TrainConfig(augment=True)``, CLI ``--augment``) applies, on frames and per
-sample, the tonic-style transforms of :class:`snnsec.hardening.stcl.EventAugment`: spatial
+sample, the tonic-style transforms of :class:`snnsec.data.augment.EventAugment`: spatial
 jitter (tonic SpatialJitter / RandomCrop with padding) by up to 2 px, event drop (tonic
 DropEvent) with p = 0.1 and time jitter (tonic TimeJitter) with p = 0.1. Polarity flips are
 off (unlike tonic's RandomFlipPolarity) because polarity carries the direction of motion.
@@ -41,7 +41,6 @@ import os
 import random
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnsec.harness import predict, preserve_modes  # noqa: F401  (predict: snnsec.train.predict is public)
 from snnsec.train_settings import LOSSES, SCHEDULES, TRAIN_AUGMENT
 
 
@@ -103,7 +103,7 @@ def make_augment(augment: bool | dict | None):
     """``None`` (no augmentation) or the EventAugment that ``augment`` describes."""
     if not augment:
         return None
-    from snnsec.hardening.stcl import EventAugment
+    from snnsec.data.augment import EventAugment
 
     if augment is True:
         return EventAugment(**TRAIN_AUGMENT)
@@ -207,19 +207,6 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-@contextmanager
-def _eval_mode(model: nn.Module):
-    # Restore every module's own flag, not just the root's: a caller may have frozen batch
-    # norm layers in eval inside a training model.
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
@@ -228,24 +215,12 @@ def _progress(total: int, enabled: bool, desc: str):
 
 # ---------------------------------------------------------------------------------- evaluate
 @torch.no_grad()
-def predict(model: nn.Module, frames: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
-    """Logits ``[N, K]`` (on the CPU) for frames ``[N, T, P, H, W]``, in eval mode; modes restored."""
-    device = _device(model)
-    out = []
-    with _eval_mode(model):
-        for i in range(0, len(frames), int(batch_size)):
-            out.append(model(frames[i:i + int(batch_size)].to(device).float()).cpu())
-    if not out:
-        raise ValueError("predict: no frames given")
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def evaluate(model: nn.Module, data, *, batch_size: int = 256, progress: bool = False) -> float:
     """Accuracy of ``model`` (eval mode, modes restored) on a dataset, a DataLoader or ``(x, y)`` tensors."""
     device = _device(model)
     correct = total = 0
-    with _eval_mode(model):
+    with preserve_modes(model):
+        model.eval()
         if isinstance(data, tuple):
             logits = predict(model, data[0], batch_size=batch_size)
             return float((logits.argmax(1) == torch.as_tensor(data[1])).double().mean())

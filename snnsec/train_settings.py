@@ -11,6 +11,8 @@ LOSSES = ("ce", "mse-rate")
 SCHEDULES = ("cosine", "cosine-epoch", "constant")
 # Training augmentation (see the module doc). Polarity flips are 0: ON/OFF order encodes the
 # direction of motion, which classes such as left/right hand waves depend on.
+# STCL's two views (snnsec.data.augment.EventAugment documents each field)
+AUGMENT_DEFAULTS = {"max_shift": 2, "drop": 0.1, "time_jitter": 0.1, "flip_polarity": 0.5}
 TRAIN_AUGMENT = {"max_shift": 2, "drop": 0.1, "time_jitter": 0.1, "flip_polarity": 0.0}
 
 

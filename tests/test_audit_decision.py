@@ -34,7 +34,7 @@ def tiny_ckpts(tmp_path_factory):
 def test_audit_cells_store_what_the_decision_is_remade_from(tiny_ckpts, tmp_path, monkeypatch):
     from snnsec import audit as audit_mod
     from snnsec.bench import parse_spec, run_spec
-    from snnsec.defenses import bench_cells
+    from snnsec.runs import defense_cells as bench_cells
 
     monkeypatch.setattr(bench_cells, "cached_backdoor_checkpoint", lambda cell, **kw: tiny_ckpts[float(cell["rate"])])
     x, y = synthetic(n_per_class=8, seed=5)

@@ -8,7 +8,7 @@ import torch
 
 from defense_helpers import poison, stamp_corner, synthetic, tiny, train_tiny
 from snnsec import defenses, metrics
-from snnsec.defenses.base import predict
+from snnsec.harness import predict
 
 TARGET = 2
 
@@ -22,8 +22,8 @@ def setup():
 
 
 def ca_asr(model, xt, yt):
-    return (metrics.clean_accuracy(predict(model, xt), yt),
-            metrics.attack_success_rate(predict(model, stamp_corner(xt)), yt, TARGET))
+    return (metrics.clean_accuracy(predict(model, xt, batch_size=64), yt),
+            metrics.attack_success_rate(predict(model, stamp_corner(xt), batch_size=64), yt, TARGET))
 
 
 def test_fine_pruning_prunes_dormant_channels_and_keeps_accuracy(setup):
@@ -91,7 +91,7 @@ class _Frames(torch.utils.data.Dataset):
 ])
 def test_defense_bench_cell(setup, monkeypatch, name, expected):
     import snnsec.data
-    from snnsec.defenses import bench_cells
+    from snnsec.runs import defense_cells as bench_cells
 
     x, y, model, _, xt, yt = setup
     from defense_helpers import tiny_factory

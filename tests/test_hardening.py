@@ -12,7 +12,7 @@ from torch import nn
 
 from snnsec.hardening import (PGD, AdversarialLoss, EventAugment, Recipe, STCLLoss, TCLLoss, add_arguments, build_recipe,
                               contrastive_masks, recipe_from_args, supcon_loss)
-from snnsec.hardening.stcl import jitter_time, shift
+from snnsec.data.augment import jitter_time, shift
 from snnsec.hardening.tcl import anchor_labels
 
 

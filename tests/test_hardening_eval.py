@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from snnsec.hardening.evaluate import accuracy_at_steps, eps_label, inference_steps
-from snnsec.hardening.plots import recipe_table
-from snnsec.hardening.run import HardeningConfig, parse_eps
+from snnsec.report.tables import recipe_table
+from snnsec.runs.hardening import HardeningConfig, parse_eps
 from test_hardening import TinySNN, _batch
 
 REPO = Path(__file__).resolve().parents[1]

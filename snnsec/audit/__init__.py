@@ -15,7 +15,7 @@ Result rows (appended to the results store unless ``append_rows=False``): the ve
 ``anomaly_index_class_<k>``; the margin test's ``margin_class_<k>`` and, with clean samples,
 ``clean_margin_class_<k>``), from which :mod:`snnsec.audit.decision` can re-make the decision.
 The anomaly-index figure is drawn from those rows, as ``snnsec report`` draws it. The verdict
-rule is :func:`decide` (see ``COMBINE_RULE``); :mod:`snnsec.audit.bench_cells` runs the audit
+rule is :func:`decide` (see ``COMBINE_RULE``); :mod:`snnsec.runs.defense_cells` runs the audit
 over a zoo of models as the ``audit`` bench kind.
 """
 

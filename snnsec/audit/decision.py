@@ -1,7 +1,7 @@
 """How the audit decides, re-made from audit rows alone: the zoo table, the statistics, and the
 leave-one-architecture-out check of any threshold calibrated on the zoo.
 
-Every ``audit`` bench cell (:mod:`snnsec.audit.bench_cells`) stores, per method, the per-class
+Every ``audit`` bench cell (:mod:`snnsec.runs.defense_cells`) stores, per method, the per-class
 scores the decision is made from (``margin_class_<k>``, ``clean_margin_class_<k>``,
 ``anomaly_index_class_<k>``). :func:`audit_records` turns those rows back into one record per
 audited model, :data:`STATISTICS` scores a record, and :func:`leave_one_architecture_out`

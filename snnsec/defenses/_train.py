@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from snnsec.defenses.base import predict
+from snnsec.harness import predict
 from snnsec.train import TrainConfig, train
 
 
@@ -33,8 +33,8 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, batc
 
 
 def accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((predict(model, x).argmax(1) == y).float().mean()) if len(x) else float("nan")
+    return float((predict(model, x, batch_size=64).argmax(1) == y).float().mean()) if len(x) else float("nan")
 
 
 def per_sample_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(predict(model, x), y, reduction="none")
+    return F.cross_entropy(predict(model, x, batch_size=64), y, reduction="none")

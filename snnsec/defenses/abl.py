@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from snnsec.defenses._train import fit, per_sample_loss
 from snnsec.defenses.base import (
-    COUNT, NONNEGATIVE, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Limit, Repair, check_frames,
-    clone_model, register)
+    COUNT, NONNEGATIVE, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, register)
+from snnsec.harness import clone
 
 
 @register
@@ -51,7 +51,7 @@ class ABL(Defense):
     def __call__(self, model, x_train, y_train) -> Repair:
         x = check_frames(x_train, "abl: training samples")
         y = torch.as_tensor(y_train).long()
-        model = clone_model(model)
+        model = clone(model)
         b = self.flooding
         fit(model, x, y, epochs=self.tuning_epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
             loss_fn=lambda lo, yy: (F.cross_entropy(lo, yy) - b).abs() + b, progress=self.progress)

@@ -14,14 +14,14 @@ inspection restores every module's mode, repair works on a deep copy.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from snnsec.harness import inspection_mode
 
 KINDS = ("model", "input", "dataset", "repair")
 _REGISTRY: dict[str, type] = {}
@@ -202,32 +202,9 @@ def to_rows(defense: Defense, metrics: dict[str, float], *, dataset: str, model:
 # --------------------------------------------------------------------------- shared helpers
 
 
-@contextlib.contextmanager
-def inspection_mode(model: torch.nn.Module):
-    """eval() with frozen weights for the duration, restoring modes and requires_grad."""
-    modes = {m: m.training for m in model.modules()}
-    grads = {p: p.requires_grad for p in model.parameters()}
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for m, t in modes.items():
-            m.train(t)
-        for p, g in grads.items():
-            p.requires_grad_(g)
-
-
 def batched(n: int, batch_size: int):
     for i in range(0, n, batch_size):
         yield slice(i, min(n, i + batch_size))
-
-
-@torch.no_grad()
-def predict(model, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    with inspection_mode(model):
-        return torch.cat([model(x[s]) for s in batched(len(x), batch_size)]) if len(x) else torch.empty(0)
 
 
 @torch.no_grad()
@@ -241,14 +218,6 @@ def taps(model, x: torch.Tensor, names_: tuple[str, ...], batch_size: int = 64) 
                     raise ValueError(f"model.taps: no tap {n!r}; the model offers {sorted(t)}")
                 out[n].append(t[n].detach().float())
     return {n: torch.cat(v) for n, v in out.items()}
-
-
-def clone_model(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy; spiking state left by the last forward (non-leaf tensors) is reset first."""
-    from spikingjelly.activation_based import functional
-
-    functional.reset_net(model)
-    return copy.deepcopy(model)
 
 
 def rng(seed: int) -> torch.Generator:

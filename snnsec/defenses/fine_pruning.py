@@ -15,8 +15,8 @@ import torch
 
 from snnsec.defenses._train import accuracy, fit
 from snnsec.defenses.base import (
-    COUNT, FRACTION, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, clone_model,
-    inspection_mode, register)
+    COUNT, FRACTION, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, register)
+from snnsec.harness import clone, inspection_mode
 
 
 def last_conv(model) -> torch.nn.Conv2d:
@@ -53,7 +53,7 @@ class FinePruning(Defense):
     def __call__(self, model, x_clean, y_clean) -> Repair:
         x = check_frames(x_clean, "fine-pruning: clean samples")
         y = torch.as_tensor(y_clean).long()
-        model = clone_model(model)
+        model = clone(model)
         conv = last_conv(model)
         C = conv.out_channels
         acts = []

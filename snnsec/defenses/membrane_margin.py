@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from snnsec.defenses.base import (
-    COUNT, OPEN_FRACTION, POSITIVE, Defense, Detection, Limit, inspection_mode, register, rng)
+from snnsec.defenses.base import COUNT, OPEN_FRACTION, POSITIVE, Defense, Detection, Limit, register, rng
+from snnsec.harness import inspection_mode
 
 
 def class_potentials(model, x: torch.Tensor, K: int, source: str | None = None) -> tuple[torch.Tensor, str]:

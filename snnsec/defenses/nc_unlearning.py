@@ -10,8 +10,9 @@ from typing import ClassVar
 import torch
 
 from snnsec.defenses._train import fit
-from snnsec.defenses.base import COUNT, FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, clone_model, register
+from snnsec.defenses.base import COUNT, FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, register
 from snnsec.defenses.neural_cleanse import NeuralCleanse, stamp
+from snnsec.harness import clone
 
 
 @register
@@ -42,7 +43,7 @@ class NCUnlearning(Defense):
         classes = detection.evidence["classes"]
         k = classes.index(detection.target) if detection.target is not None else min(range(len(norms)), key=norms.__getitem__)
         mask, pattern = detection.artifacts["masks"][k], detection.artifacts["patterns"][k]
-        model = clone_model(model)
+        model = clone(model)
         g = torch.Generator().manual_seed(self.seed)
         chosen = torch.zeros(len(x), dtype=torch.bool)
         chosen[torch.randperm(len(x), generator=g)[: int(round(self.ratio * len(x)))]] = True

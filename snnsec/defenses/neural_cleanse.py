@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from snnsec.defenses.base import (
-    COUNT, NONNEGATIVE, OPEN_FRACTION, POSITIVE, Defense, Detection, Limit, check_frames, inspection_mode,
-    register, rng)
+    COUNT, NONNEGATIVE, OPEN_FRACTION, POSITIVE, Defense, Detection, Limit, check_frames, register, rng)
+from snnsec.harness import inspection_mode
 
 MAD_CONSISTENCY = 1.4826
 

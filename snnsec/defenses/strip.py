@@ -18,8 +18,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from snnsec.defenses.base import (
-    COUNT, OPEN_FRACTION, Defense, InputScores, Limit, batched, check_frames, inspection_mode, register, rng)
+from snnsec.defenses.base import COUNT, OPEN_FRACTION, Defense, InputScores, Limit, batched, check_frames, register, rng
+from snnsec.harness import inspection_mode
 
 
 def superimpose(x: torch.Tensor, overlays: torch.Tensor, mode: str = "clip") -> torch.Tensor:

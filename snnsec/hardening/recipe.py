@@ -50,7 +50,7 @@ class Recipe:
         if self.adv != "none" and not (self.adv_eps >= 0 and self.adv_alpha >= 0 and self.adv_steps >= 1):
             raise ValueError(f"recipe adversarial fields: expected adv_eps >= 0, adv_alpha >= 0, adv_steps >= 1; got "
                              f"{self.adv_eps}, {self.adv_alpha}, {self.adv_steps}")
-        from snnsec.hardening.stcl import EventAugment
+        from snnsec.data.augment import EventAugment
 
         self.augment = EventAugment(**self.augment).to_dict()  # validates the keys and values
 
@@ -83,7 +83,8 @@ class Recipe:
         from torch import nn
 
         from snnsec.hardening.adversarial import AdversarialLoss
-        from snnsec.hardening.stcl import EventAugment, STCLLoss
+        from snnsec.data.augment import EventAugment
+        from snnsec.hardening.stcl import STCLLoss
         from snnsec.hardening.tcl import TCLLoss, feature_dim
 
         if self.loss == "ce":

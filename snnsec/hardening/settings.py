@@ -17,8 +17,7 @@ DEFAULT_LAMBDA = 1.0
 # SupCon projects to 128 dimensions; kept, since it is cheap next to the backbone.
 DEFAULT_PROJ_DIM = 128
 
-# STCL's event augmentation (snnsec.hardening.stcl.EventAugment documents each)
-AUGMENT_DEFAULTS = {"max_shift": 2, "drop": 0.1, "time_jitter": 0.1, "flip_polarity": 0.5}
+from snnsec.train_settings import AUGMENT_DEFAULTS  # noqa: F401  (the recipe's flags show them)
 
 
 def parse_eps(v, *, field: str = "eps") -> float:

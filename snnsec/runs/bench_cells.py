@@ -1,19 +1,20 @@
 """Bench kinds of the attacks (see :mod:`snnsec.bench`).
 
-``backdoor``: Registers the ``backdoor`` bench kind (see :mod:`snnsec.bench`).
+``backdoor``: one poisoned training run (:class:`snnsec.attacks.backdoor.run.BackdoorConfig`).
 
-``adversarial``: Registers the ``adversarial`` bench kind (see :mod:`snnsec.bench` and ``attacks/adversarial_*.toml``).
+``adversarial`` (see ``attacks/adversarial_*.toml``):
 
 A cell names a trained ``checkpoint`` (or trains one first when it gives ``epochs`` instead),
 the ``dataset`` (plus ``root``), ``attacks``, ``eps`` (list of radii such as ``"8/255"``) and
 optionally ``gradients``, ``n_samples``, ``fast``, ``eot``, ``flip_budget``. Metrics per cell:
 clean accuracy, worst-case robust accuracy per eps, per-attack robust accuracy per eps, and
 ``reliable`` (1/0).
+
+``hardening`` (see ``defenses/hardening.toml``): one hardened training recipe
+(:class:`snnsec.runs.hardening.HardeningConfig`) and its evaluation.
 """
 
 from __future__ import annotations
-
-from snnsec.bench import register_kind
 
 
 def backdoor_cell(cell: dict, *, progress: bool = True) -> dict:
@@ -21,8 +22,6 @@ def backdoor_cell(cell: dict, *, progress: bool = True) -> dict:
 
     return run_output(run_backdoor(BackdoorConfig.from_cell(cell), progress=progress))
 
-
-register_kind("backdoor", backdoor_cell)
 
 _EVAL_KEYS = ("attacks", "eps", "gradients", "fast", "eot", "batch_size", "flip_budget", "flip_step", "queries")
 
@@ -76,4 +75,13 @@ def _train(cell: dict, progress: bool) -> str:
     return str(cache)
 
 
-register_kind("adversarial", adversarial_cell)
+def hardening_cell(cell: dict, *, progress: bool = True) -> dict:
+    from snnsec.runs.hardening import HardeningConfig, run_hardening
+
+    cfg = HardeningConfig.from_cell(cell)
+    res = run_hardening(cfg, progress=progress)
+    out = {"metrics": res.metrics, "defense": f"hardening:{cfg.recipe['name']}", "defense_params": res.defense_params()}
+    if cfg.backdoor:
+        out["attack"] = f"backdoor:{cfg.backdoor.get('trigger', 'static')}"
+        out["attack_params"] = dict(cfg.backdoor)
+    return out

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torchattacks
 
 from snnsec.attacks.catalog import ATTACKS, AUTOATTACK_STRENGTH, attack_names
-from snnsec.harness import preserve_modes
+from snnsec.harness import AttackView, preserve_modes
 
 __all__ = ["ATTACKS", "Attack", "Counter", "attack_names"]
 
@@ -115,7 +115,7 @@ class Attack:
             self.steps = int(steps) if steps is not None else strength["steps"]
             self.queries = int(queries) if queries is not None else strength["queries"]
         self.options = dict(options)
-        self.counter = Counter(_View(model))
+        self.counter = Counter(AttackView(model))
         self._build()  # fail now on a bad option, not in the middle of an evaluation
 
     def params(self) -> dict:
@@ -151,7 +151,7 @@ class Attack:
         if self.name == "cw":
             # carry CW's perturbation of the mapped input back to the original one
             adv = (packed + (adv - inp)).clamp(0.0, 1.0)
-        return view.unpack(adv.detach(), x.shape)
+        return view.unpack(adv.detach())
 
 
 @contextlib.contextmanager
@@ -164,29 +164,3 @@ def _rng_guard(seed: int):
         yield
     finally:
         torch.random.set_rng_state(state)
-
-
-class _View(nn.Module):
-    """Frames ``[B, T, P, H, W]`` <-> torchattacks' 4-D ``[B, T*P, H, W]``; static 4-D input passes through."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self._shape: tuple[int, ...] | None = None
-
-    def pack(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 5:
-            self._shape = tuple(x.shape[1:])
-            return x.flatten(1, 2)
-        if x.ndim == 4:
-            self._shape = None
-            return x
-        raise ValueError(f"attack input must be frames [B, T, P, H, W] or static images [B, C, H, W], got {tuple(x.shape)}")
-
-    def unpack(self, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        return x.reshape(x.shape[0], *shape[1:])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._shape is not None:
-            x = x.reshape(x.shape[0], *self._shape)
-        return self.model(x)

@@ -1,4 +1,6 @@
-"""Registers the ``defense`` bench kind: one defense against one backdoored model.
+"""The ``defense`` and ``audit`` bench kinds.
+
+``defense``: one defense against one backdoored model.
 
 A cell is a backdoor cell (``dataset``, ``root``, ``model``, ``T``, ``trigger``, ``target``,
 ``rate``, ``epochs``, ``seed``, see :class:`snnsec.attacks.backdoor.run.BackdoorConfig`) plus
@@ -15,6 +17,22 @@ Metrics by defense kind:
   both groups as ``strip_entropy`` rows (:meth:`snnsec.defenses.strip.Strip.row_groups`);
 - dataset inspection (AC, SS): ``tpr``, ``fpr``, ``auroc`` against the poisoned indices;
 - repair: ``ca_before``, ``asr_before``, ``ca``, ``asr``, ``ra``, ``der``.
+
+``audit``: one model, clean or backdoored, trained once and audited.
+
+A cell is a backdoor cell (``dataset``, ``root``, ``model``, ``T``, ``trigger``, ``target``,
+``rate``, ``epochs``, ``seed`` and trigger parameters, see
+:class:`snnsec.attacks.backdoor.run.BackdoorConfig`) plus the audit's own keys: ``case`` (a
+label for tables), ``clean_samples`` (default 100), ``methods`` and ``method_params``. A clean
+model is a cell with ``rate = 0``: the same training with no sample changed. The model is cached
+with the defense bench's models (:func:`cached_backdoor_checkpoint`)
+and audited by :func:`snnsec.audit.audit` itself, so a zoo measures exactly what users run.
+
+Metrics: ``backdoored``, ``correct`` (clean verdict on a clean model; backdoor verdict with the
+planted target on a backdoored one), the model's ``clean_accuracy`` and ``attack_success_rate``,
+and ``seconds`` (the audit alone); each method adds its rows (:func:`snnsec.audit.method_groups`),
+with the per-class scores :mod:`snnsec.audit.decision` re-decides from, and each detector statistic
+its ``detector_score`` row (:func:`snnsec.audit.decision.score_groups`), which the report's ROC reads.
 """
 
 from __future__ import annotations
@@ -23,15 +41,9 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from snnsec.bench import register_kind
-
 # Keys of a defense cell that are not part of the backdoor experiment (the rest all are,
 # trigger parameters included, as in a ``backdoor`` cell).
 _DEFENSE_KEYS = ("kind", "defense", "defense_params", "clean_samples")
-_MEMO: dict[str, tuple] = {}
 
 
 def cached_backdoor_checkpoint(cell: dict, *, progress: bool = True) -> Path:
@@ -61,24 +73,26 @@ def backdoored_model(cell: dict, *, progress: bool = True):
     from snnsec.attacks.backdoor.triggers import trigger_from_spec
 
     cache = cached_backdoor_checkpoint(cell, progress=progress)
-    if str(cache) in _MEMO:
-        return _MEMO[str(cache)]
     model, meta = checkpoint.load(cache)
-    trigger = trigger_from_spec(meta["attack"]["trigger"], base_dir=cache)
-    _MEMO[str(cache)] = (model, trigger, meta)
-    return _MEMO[str(cache)]
+    return model, trigger_from_spec(meta["attack"]["trigger"], base_dir=cache), meta
 
 
-def _frames(ds) -> tuple[torch.Tensor, torch.Tensor]:
+def _frames(ds):
+    import numpy as np
+    import torch
+
     x = ds.frames_tensor() if hasattr(ds, "frames_tensor") else torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))])
     return x.float(), torch.as_tensor(np.asarray(ds.targets)).long()
 
 
 def defense_cell(cell: dict, *, progress: bool = True) -> dict:
+    import numpy as np
+    import torch
+
     from snnsec import defenses, metrics
     from snnsec.attacks.backdoor.poison import PoisonedDataset
     from snnsec.data import load
-    from snnsec.defenses.base import predict
+    from snnsec.harness import predict
 
     name = cell.get("defense")
     if not name:
@@ -125,8 +139,8 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
         if det.kind == "dataset":
             m = det(model, xp, yp).metrics(pds.is_poisoned.numpy())
         else:
-            ca0 = metrics.clean_accuracy(predict(model, x_test), y_test)
-            asr0 = metrics.attack_success_rate(predict(model, x_trig), y_test, target)
+            ca0 = metrics.clean_accuracy(predict(model, x_test, batch_size=64), y_test)
+            asr0 = metrics.attack_success_rate(predict(model, x_trig, batch_size=64), y_test, target)
             if name == "abl":
                 from snnsec import checkpoint
 
@@ -138,7 +152,7 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
                 g = torch.Generator().manual_seed(int(cell.get("seed", 0)))
                 sub = clean[torch.randperm(len(clean), generator=g)[: max(10, len(x_train) // 20)]]
                 repaired = det(model, x_train[sub], y_train[sub]).model
-            pred_c, pred_t = predict(repaired, x_test), predict(repaired, x_trig)
+            pred_c, pred_t = predict(repaired, x_test, batch_size=64), predict(repaired, x_trig, batch_size=64)
             ca, asr = metrics.clean_accuracy(pred_c, y_test), metrics.attack_success_rate(pred_t, y_test, target)
             m = {"ca_before": ca0, "asr_before": asr0, "ca": ca, "asr": asr,
                  "ra": metrics.backdoor_robust_accuracy(pred_t, y_test, target),
@@ -149,4 +163,40 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
             "defense": name, "defense_params": det.params(), "groups": groups}
 
 
-register_kind("defense", defense_cell)
+_AUDIT_KEYS = ("kind", "case", "clean_samples", "methods", "method_params")
+
+
+def planted_target(cell: dict) -> int | None:
+    """The class a cell's model is backdoored toward, or None for a clean (rate 0) model."""
+    if cell.get("trigger") != "dynamic" and float(cell.get("rate", 0.1)) == 0.0:
+        return None
+    return int(cell.get("target", 0))
+
+
+def audit_cell(cell: dict, *, progress: bool = True) -> dict:
+    from snnsec.audit import DEFAULT_METHODS, audit, method_groups
+    from snnsec.audit.decision import record_scores, score_groups
+
+    bcell = {k: v for k, v in cell.items() if k not in _AUDIT_KEYS}
+    ckpt = cached_backdoor_checkpoint(bcell, progress=progress)
+    result = audit(ckpt, data=cell["dataset"], root=cell.get("root"), n_clean=int(cell.get("clean_samples", 100)),
+                   methods=cell.get("methods", DEFAULT_METHODS), method_params=cell.get("method_params"),
+                   seed=int(cell.get("seed", 0)), progress=progress, append_rows=False)
+    truth = planted_target(cell)
+    groups = method_groups(result)
+    correct = (not result.backdoored) if truth is None else (result.backdoored and result.target == truth)
+    model_metrics = {k: float(v) for k, v in (result.meta.get("metrics") or {}).items()
+                     if k in ("clean_accuracy", "attack_success_rate")}
+    if truth is None:
+        model_metrics.pop("attack_success_rate", None)  # no trigger was planted: there is no ASR to report
+    trigger = {k: v for k, v in bcell.items() if k not in ("dataset", "root", "model", "T", "epochs", "batch_size", "lr",
+                                                           "seed")}
+    return {"metrics": {"backdoored": float(result.backdoored), "correct": float(correct),
+                        "seconds": float(result.info["seconds"]), **model_metrics},
+            "attack": None if truth is None else f"backdoor:{cell.get('trigger')}",
+            "attack_params": None if truth is None else trigger,
+            "defense": "audit", "defense_params": {"methods": list(result.info["methods"])},
+            "extra": {"case": cell.get("case"), "planted_target": truth, "target": result.target,
+                      "checkpoint": str(ckpt)},
+            "groups": groups + score_groups(record_scores(groups), truth)}
+
