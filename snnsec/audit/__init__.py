@@ -36,7 +36,6 @@ from snnsec._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from snnsec.defenses import base as defenses
 
 DEFAULT_METHODS = ("nc", "margin")
-DATA_FREE = ("margin",)
 # The verdict (issue 13). When the membrane-margin test ran it decides, with Neural Cleanse as a
 # second vote: if NC's most suspicious class is the margin test's, the two p-values are combined
 # (Fisher), else the margin test stands alone (snnsec.audit.decision.vote); backdoored when
@@ -166,7 +165,7 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
     # Every detector is made (its parameters range-checked) before anything is loaded or run.
     dets = {m: defenses.make(m, **{"seed": seed, "progress": progress, **(method_params or {}).get(m, {})}) for m in methods}
     model, meta = ckpt.load(checkpoint, arch=arch)
-    needs_data = [m for m in methods if m not in DATA_FREE]
+    needs_data = [m for m, det in dets.items() if det.needs_clean_data]
     K = int(meta["build"]["num_classes"])
     if needs_data and samples is None and not (isinstance(n_clean, int) and n_clean >= K):
         raise ValueError(f"--clean-samples: {needs_data} need at least one clean sample per class, so N >= {K} "
@@ -181,7 +180,7 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
     for m, det in dets.items():
         used[m] = {k: v for k, v in det.params().items() if k != "progress"}
         t0 = time.perf_counter()
-        detections[m] = det(model, x) if m not in DATA_FREE else det(model, x, input_shape=getattr(model, "input_shape", None))
+        detections[m] = det(model, x)
         seconds[m] = time.perf_counter() - t0
     backdoored, target, why = judge(detections)
     info = {"checkpoint": str(checkpoint), "arch": meta.get("arch"), "methods": methods, "seed": seed,
@@ -260,7 +259,7 @@ def figures(result: AuditResult) -> dict[str, tuple[str, bytes]]:
     with paper_style():
         for name, d in result.detections.items():
             K = len(d.scores)
-            if name.startswith("nc"):
+            if "masks" in d.artifacts:  # reversed triggers (Neural Cleanse)
                 fig = fig_anomaly_index([r for r in result.rows if r["defense"] == name])
                 out[f"{name}_anomaly"] = (f"{name}: MAD anomaly index (small side) of the reversed-trigger L1 norm per "
                                           "class; flagged classes in orange", _png(fig))
@@ -286,7 +285,7 @@ def figures(result: AuditResult) -> dict[str, tuple[str, bytes]]:
                                 ax_.set_title(f"t={t}")
                 out[f"{name}_triggers"] = (f"{name}: reversed trigger (mask x pattern; ON red, OFF blue) per class"
                                            + (", frames over time" if Tm > 1 else ""), _png(fig))
-            elif name == "margin":
+            elif "gamma" in d.evidence:  # the margin test's null fit
                 from scipy import stats
 
                 fig, ax = new_figure(1, 2, width=6.0)
@@ -317,7 +316,8 @@ def figures(result: AuditResult) -> dict[str, tuple[str, bytes]]:
 def _summary_lines(result: AuditResult) -> list[tuple[str, str, str, str]]:
     rows = []
     for n, d in result.detections.items():
-        stat = (f"anomaly index {d.statistic:.2f}" if n.startswith("nc") else f"p = {d.statistic:.3g}")
+        what = defenses.get(n).statistic
+        stat = f"p = {d.statistic:.3g}" if what == "p" else f"{what} {d.statistic:.2f}"
         rows.append((n, "BACKDOOR" if d.backdoored else "clean", "-" if d.target is None else str(d.target),
                      f"{stat}; {result.seconds[n]:.1f} s"))
     return rows

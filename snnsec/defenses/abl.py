@@ -19,15 +19,18 @@ import torch.nn.functional as F
 
 from snnsec.defenses._train import fit, per_sample_loss
 from snnsec.defenses.base import (
-    COUNT, NONNEGATIVE, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, register)
+    COUNT, NONNEGATIVE, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, RepairDefense, Limit, Repair, check_frames, register)
 from snnsec.harness import clone
 
 
 @register
 @dataclass
-class ABL(Defense):
+class ABL(RepairDefense):
     name = "abl"
-    kind = "repair"
+    # ABL isolates and unlearns the poisoned samples of the suspect training set, training an
+    # untrained copy of the architecture on it
+    needs_training_set: ClassVar[bool] = True
+    needs_fresh_model: ClassVar[bool] = True
 
     limits: ClassVar[dict[str, Limit]] = {
         "isolation_ratio": OPEN_FRACTION, "flooding": NONNEGATIVE, "tuning_epochs": COUNT,

@@ -17,14 +17,13 @@ import numpy as np
 import torch
 
 from snnsec.defenses._features import representation
-from snnsec.defenses.base import COUNT, FRACTION, DatasetScores, Defense, Limit, check_frames, register
+from snnsec.defenses.base import COUNT, FRACTION, DatasetScores, DatasetInspection, Limit, check_frames, register
 
 
 @register
 @dataclass
-class ActivationClustering(Defense):
+class ActivationClustering(DatasetInspection):
     name = "ac"
-    kind = "dataset"
 
     limits: ClassVar[dict[str, Limit]] = {"nb_dims": COUNT, "size_threshold": FRACTION}
 

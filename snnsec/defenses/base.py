@@ -1,11 +1,19 @@
 """One defense protocol in four kinds, a registry by name, and tidy result rows.
 
-Every defense is a small dataclass holding its hyper-parameters, called torchattacks-style:
+Every defense is a small dataclass holding its hyper-parameters, called torchattacks-style, and
+subclasses the base of its kind, which fixes the call shape:
 
-- model inspection  ``det(model, x_clean) -> Detection``      (is there a backdoor, toward which class?)
-- input inspection  ``det.fit(model, x_clean)``; ``det(x) -> InputScores``  (is this input triggered?)
-- dataset inspection ``det(model, x_train, y_train) -> DatasetScores``       (which samples are poisoned?)
-- repair            ``rep(model, x, y, ...) -> Repair``                      (a cleaner copy of the model)
+- :class:`ModelInspection`   ``det(model, x_clean) -> Detection``   (is there a backdoor, toward which class?)
+- :class:`InputInspection`   ``det.fit(model, x_clean)``; ``det(x) -> InputScores``  (is this input triggered?)
+- :class:`DatasetInspection` ``det(model, x_train, y_train) -> DatasetScores``    (which samples are poisoned?)
+- :class:`RepairDefense`     ``rep(model, x, y) -> Repair``                       (a cleaner copy of the model)
+
+Callers read capability flags, never names: ``needs_clean_data`` (a model inspection that works
+data-free says False and is given no samples), ``needs_training_set`` (a repair that works on the
+suspect, possibly poisoned training set, as ABL, instead of a small clean set),
+``needs_fresh_model`` (a repair that retrains an untrained copy of the architecture) and
+``statistic`` (what the model inspection's number is, for reports). Each kind's
+``row_groups(result, truth)`` gives the rows a result stores besides its metrics.
 
 Inputs are frames ``[N, T, P, H, W]`` in [0, 1]. The model is a ``SpikingClassifier`` (or any
 module with the same ``forward`` and ``taps``); defenses never change the caller's model:
@@ -28,20 +36,22 @@ _REGISTRY: dict[str, type] = {}
 
 
 def register(cls):
-    """Class decorator: make a defense available by its ``name`` (and validate its ``kind``)."""
-    if getattr(cls, "kind", None) not in KINDS:
-        raise ValueError(f"defense {cls.__name__}: kind must be one of {KINDS}, got {getattr(cls, 'kind', None)!r}")
+    """Make a defense available by its ``name``; it must subclass the base of one kind."""
+    bases = (ModelInspection, InputInspection, DatasetInspection, RepairDefense)
+    if not (isinstance(cls, type) and issubclass(cls, bases)):
+        raise ValueError(f"defense {getattr(cls, '__name__', cls)!r}: must subclass one of "
+                         f"{[b.__name__ for b in bases]} (snnsec.defenses.base)")
+    if not cls.name:
+        raise ValueError(f"defense {cls.__name__}: set the class attribute 'name'")
     _REGISTRY[cls.name] = cls
     return cls
 
 
 def names(kind: str | None = None) -> list[str]:
-    _load_all()
     return sorted(n for n, c in _REGISTRY.items() if kind is None or c.kind == kind)
 
 
 def get(name: str) -> type:
-    _load_all()
     if name not in _REGISTRY:
         raise ValueError(f"defense: unknown name {name!r}; expected one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]
@@ -54,12 +64,6 @@ def make(name: str, **params):
     if bad:
         raise ValueError(f"defense {name!r}: unknown parameter(s) {bad}; expected some of {sorted(known)}")
     return cls(**params)
-
-
-def _load_all() -> None:
-    # Importing the modules runs their @register decorators.
-    from snnsec.defenses import (abl, activation_clustering, fine_pruning, membrane_margin,  # noqa: F401
-                                 nc_unlearning, neural_cleanse, spectral, strip)
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,67 @@ class Defense:
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+
+
+class ModelInspection(Defense):
+    """``det(model, x_clean=None) -> Detection``: is the model backdoored, toward which class?"""
+
+    kind = "model"
+    # False: the method works data-free and is given no samples where none are needed
+    needs_clean_data: ClassVar[bool] = True
+    # what Detection.statistic is, as reports name it
+    statistic: ClassVar[str] = "statistic"
+
+    def __call__(self, model, x_clean=None) -> "Detection":
+        raise NotImplementedError
+
+    def row_groups(self, result: "Detection", truth=None) -> list[dict[str, Any]]:
+        return result.row_groups()
+
+
+class InputInspection(Defense):
+    """``det.fit(model, x_clean, x_holdout=None)``, then ``det(x) -> InputScores``: is an input triggered?"""
+
+    kind = "input"
+
+    def fit(self, model, x_clean, x_holdout=None) -> "InputInspection":
+        raise NotImplementedError
+
+    def __call__(self, x) -> "InputScores":
+        raise NotImplementedError
+
+    def row_groups(self, result: "InputScores", truth) -> list[dict[str, Any]]:
+        return []
+
+
+class DatasetInspection(Defense):
+    """``det(model, x_train, y_train) -> DatasetScores``: which training samples are poisoned?"""
+
+    kind = "dataset"
+
+    def __call__(self, model, x_train, y_train) -> "InputScores":
+        raise NotImplementedError
+
+    def row_groups(self, result: "InputScores", truth) -> list[dict[str, Any]]:
+        return []
+
+
+class RepairDefense(Defense):
+    """``rep(model, x, y) -> Repair``: a cleaner copy of the model (the caller's is never changed).
+
+    ``x, y`` are the defender's small clean set, or with ``needs_training_set`` the suspect
+    training set itself; with ``needs_fresh_model`` the model given is an untrained one of the
+    same architecture, which the repair trains."""
+
+    kind = "repair"
+    needs_training_set: ClassVar[bool] = False
+    needs_fresh_model: ClassVar[bool] = False
+
+    def __call__(self, model, x, y) -> "Repair":
+        raise NotImplementedError
+
+    def row_groups(self, result: "Repair", truth=None) -> list[dict[str, Any]]:
+        return []
 
 
 # --------------------------------------------------------------------------- results

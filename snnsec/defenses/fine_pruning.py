@@ -15,7 +15,7 @@ import torch
 
 from snnsec.defenses._train import accuracy, fit
 from snnsec.defenses.base import (
-    COUNT, FRACTION, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, register)
+    COUNT, FRACTION, NONNEGATIVE_COUNT, OPEN_FRACTION, POSITIVE, RepairDefense, Limit, Repair, check_frames, register)
 from snnsec.harness import clone, inspection_mode
 
 
@@ -33,9 +33,8 @@ def last_conv(model) -> torch.nn.Conv2d:
 
 @register
 @dataclass
-class FinePruning(Defense):
+class FinePruning(RepairDefense):
     name = "fine-pruning"
-    kind = "repair"
 
     limits: ClassVar[dict[str, Limit]] = {
         "max_acc_drop": FRACTION, "step": OPEN_FRACTION, "finetune_epochs": NONNEGATIVE_COUNT, "lr": POSITIVE,

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from snnsec.defenses.base import COUNT, OPEN_FRACTION, POSITIVE, Defense, Detection, Limit, register, rng
+from snnsec.defenses.base import COUNT, OPEN_FRACTION, POSITIVE, ModelInspection, Detection, Limit, register, rng
 from snnsec.harness import inspection_mode
 
 
@@ -133,9 +133,11 @@ def reached_margins(v: torch.Tensor, K: int) -> np.ndarray:
 
 @register
 @dataclass
-class MembraneMargin(Defense):
+class MembraneMargin(ModelInspection):
     name = "margin"
-    kind = "model"
+    # data-free (TMPBD): clean samples, when given, add the gain-over-clean-data test
+    needs_clean_data: ClassVar[bool] = False
+    statistic: ClassVar[str] = "p"
 
     limits: ClassVar[dict[str, Limit]] = {
         "steps": COUNT, "lr": POSITIVE, "restarts": COUNT, "p_threshold": OPEN_FRACTION}
@@ -168,10 +170,11 @@ class MembraneMargin(Defense):
         v = torch.cat([class_potentials(model, x_clean[i:i + 64], K, source)[0] for i in range(0, len(x_clean), 64)])
         return reached_margins(v, K)
 
-    def __call__(self, model, x_clean=None, input_shape=None) -> Detection:
-        shape = tuple(input_shape or getattr(model, "input_shape", ()) or (() if x_clean is None else x_clean.shape[1:]))
+    def __call__(self, model, x_clean=None) -> Detection:
+        shape = tuple(getattr(model, "input_shape", ()) or (() if x_clean is None else x_clean.shape[1:]))
         if len(shape) != 4:
-            raise ValueError(f"margin: needs the input shape (T, P, H, W): pass input_shape= or a model with .input_shape, got {shape!r}")
+            raise ValueError(f"margin: needs the input shape (T, P, H, W): a model with .input_shape (a "
+                             f"SpikingClassifier) or clean samples, got {shape!r}")
         K = int(model.num_classes)
         R = self.restarts
         g = rng(self.seed)

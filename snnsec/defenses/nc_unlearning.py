@@ -10,16 +10,15 @@ from typing import ClassVar
 import torch
 
 from snnsec.defenses._train import fit
-from snnsec.defenses.base import COUNT, FRACTION, POSITIVE, Defense, Limit, Repair, check_frames, register
+from snnsec.defenses.base import COUNT, FRACTION, POSITIVE, RepairDefense, Limit, Repair, check_frames, register
 from snnsec.defenses.neural_cleanse import NeuralCleanse, stamp
 from snnsec.harness import clone
 
 
 @register
 @dataclass
-class NCUnlearning(Defense):
+class NCUnlearning(RepairDefense):
     name = "nc-unlearning"
-    kind = "repair"
 
     limits: ClassVar[dict[str, Limit]] = {"ratio": FRACTION, "epochs": COUNT, "lr": POSITIVE, "batch_size": COUNT}
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from snnsec.defenses.base import (
-    COUNT, NONNEGATIVE, OPEN_FRACTION, POSITIVE, Defense, Detection, Limit, check_frames, register, rng)
+    COUNT, NONNEGATIVE, OPEN_FRACTION, POSITIVE, ModelInspection, Detection, Limit, check_frames, register, rng)
 from snnsec.harness import inspection_mode
 
 MAD_CONSISTENCY = 1.4826
@@ -119,9 +119,9 @@ class _Schedule:
 
 @register
 @dataclass
-class NeuralCleanse(Defense):
+class NeuralCleanse(ModelInspection):
     name = "nc"
-    kind = "model"
+    statistic: ClassVar[str] = "anomaly index"
 
     limits: ClassVar[dict[str, Limit]] = {
         "epochs": COUNT, "batches_per_epoch": COUNT, "batch_size": COUNT, "lr": POSITIVE, "init_cost": NONNEGATIVE,

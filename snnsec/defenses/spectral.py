@@ -15,14 +15,13 @@ import numpy as np
 import torch
 
 from snnsec.defenses._features import representation
-from snnsec.defenses.base import FRACTION, POSITIVE, DatasetScores, Defense, Limit, check_frames, register
+from snnsec.defenses.base import FRACTION, POSITIVE, DatasetScores, DatasetInspection, Limit, check_frames, register
 
 
 @register
 @dataclass
-class SpectralSignatures(Defense):
+class SpectralSignatures(DatasetInspection):
     name = "ss"
-    kind = "dataset"
 
     limits: ClassVar[dict[str, Limit]] = {"eps": FRACTION, "eps_multiplier": POSITIVE}
 

@@ -18,7 +18,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from snnsec.defenses.base import COUNT, OPEN_FRACTION, Defense, InputScores, Limit, batched, check_frames, register, rng
+from snnsec.defenses.base import (
+    COUNT, OPEN_FRACTION, InputInspection, InputScores, Limit, batched, check_frames, register, rng)
 from snnsec.harness import inspection_mode
 
 
@@ -43,9 +44,8 @@ def union_events(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @register
 @dataclass
-class Strip(Defense):
+class Strip(InputInspection):
     name = "strip"
-    kind = "input"
 
     # N=64 (TrojanZoo's default) instead of the original 100: every input costs N forwards.
     limits: ClassVar[dict[str, Limit]] = {"n_overlays": COUNT, "frr": OPEN_FRACTION, "batch_size": COUNT}

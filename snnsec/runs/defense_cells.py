@@ -89,7 +89,7 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     import numpy as np
     import torch
 
-    from snnsec import defenses, metrics
+    from snnsec import checkpoint, defenses, metrics
     from snnsec.attacks.backdoor.poison import PoisonedDataset
     from snnsec.data import load
     from snnsec.harness import predict
@@ -112,24 +112,21 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     nontarget = y_test != target
     x_trig = trigger(x_test)
     t0 = time.perf_counter()
-    groups: list[dict] = []
     if det.kind == "model":
         n = cell.get("clean_samples", 100)
         if not isinstance(n, int) or isinstance(n, bool) or n < model.num_classes:
             raise ValueError(f"defense cell: 'clean_samples' must be an integer >= the number of classes "
                              f"({model.num_classes}), got {n!r}")
-        d = det(model, x_test[:n]) if name != "margin" else det(model)
-        m = d.metrics(target)
-        groups = d.row_groups()
+        # a data-free method is measured data-free, as it would be run without data
+        result = det(model, x_test[:n] if det.needs_clean_data else None)
+        m, truth = result.metrics(target), None
     elif det.kind == "input":
         half = torch.arange(len(x_test)) % 2 == 0
         det.fit(model, x_test[half], x_test[~half])
         test = ~half & nontarget
-        r = det(torch.cat([x_test[~half], x_trig[test]]))
+        result = det(torch.cat([x_test[~half], x_trig[test]]))
         truth = np.r_[np.zeros(int((~half).sum())), np.ones(int(test.sum()))]
-        m = r.metrics(truth)
-        if hasattr(det, "row_groups"):
-            groups = det.row_groups(r, truth)
+        m = result.metrics(truth)
     else:
         train_ds, _ = load(cell["dataset"], split="train", root=cell.get("root"), **kw)
         x_train, y_train = _frames(train_ds)
@@ -137,26 +134,30 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
         pds = PoisonedDataset(train_ds, trigger, rate=float(cell.get("rate", 0.1)), target=target, seed=int(cell.get("seed", 0)))
         xp, yp = pds.batch_transform(x_train, y_train, torch.arange(len(x_train)))
         if det.kind == "dataset":
-            m = det(model, xp, yp).metrics(pds.is_poisoned.numpy())
+            truth = pds.is_poisoned.numpy()
+            result = det(model, xp, yp)
+            m = result.metrics(truth)
         else:
             ca0 = metrics.clean_accuracy(predict(model, x_test, batch_size=64), y_test)
             asr0 = metrics.attack_success_rate(predict(model, x_trig, batch_size=64), y_test, target)
-            if name == "abl":
-                from snnsec import checkpoint
-
-                # the same trusted path as loading: the cached metadata's arch imports nothing
-                repaired = det(checkpoint.build_model(meta), xp, yp).model
+            # the same trusted path as loading: the cached metadata's arch imports nothing
+            given = checkpoint.build_model(meta) if det.needs_fresh_model else model
+            if det.needs_training_set:
+                x_def, y_def = xp, yp
             else:
                 # The defender's clean data: 5% of the training set that was not poisoned (BackdoorBench's ratio).
                 clean = torch.nonzero(~pds.is_poisoned).flatten()
                 g = torch.Generator().manual_seed(int(cell.get("seed", 0)))
                 sub = clean[torch.randperm(len(clean), generator=g)[: max(10, len(x_train) // 20)]]
-                repaired = det(model, x_train[sub], y_train[sub]).model
-            pred_c, pred_t = predict(repaired, x_test, batch_size=64), predict(repaired, x_trig, batch_size=64)
+                x_def, y_def = x_train[sub], y_train[sub]
+            result = det(given, x_def, y_def)
+            truth = None
+            pred_c, pred_t = predict(result.model, x_test, batch_size=64), predict(result.model, x_trig, batch_size=64)
             ca, asr = metrics.clean_accuracy(pred_c, y_test), metrics.attack_success_rate(pred_t, y_test, target)
             m = {"ca_before": ca0, "asr_before": asr0, "ca": ca, "asr": asr,
                  "ra": metrics.backdoor_robust_accuracy(pred_t, y_test, target),
                  "der": metrics.defense_effectiveness_rating(asr0, asr, ca0, ca)}
+    groups = det.row_groups(result, truth)
     m["seconds"] = time.perf_counter() - t0
     return {"metrics": m, "attack": f"backdoor:{cell.get('trigger', 'static')}",
             "attack_params": {k: cell[k] for k in ("trigger", "target", "rate") if k in cell},
