@@ -14,3 +14,4 @@ from snnsec.defenses import spectral  # noqa: F401,E402
 from snnsec.defenses import fine_pruning  # noqa: F401,E402
 from snnsec.defenses import nc_unlearning  # noqa: F401,E402
 from snnsec.defenses import abl  # noqa: F401,E402
+from snnsec.defenses import ndsbm  # noqa: F401,E402
