@@ -73,6 +73,8 @@ class Spec:
     source: str = "spec"
     name: str = ""
     plugins: list[str] = field(default_factory=list)
+    # what one cell needs when it runs as a Ray task (never part of a cell's config)
+    resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1, "num_gpus": 0})
 
 
 def _as_list(v) -> list:
@@ -83,7 +85,7 @@ def parse_spec(d: dict[str, Any], *, source: str = "spec") -> Spec:
     """Expand a spec dict (as read from TOML) into its cells, in a stable order."""
     if not isinstance(d.get("kind"), str):
         raise ValueError(f"{source}: field 'kind' must name the cell kind (e.g. kind = \"backdoor\")")
-    allowed = {"kind", "name", "seeds", "base", "sweep", "plugins", "description"}
+    allowed = {"kind", "name", "seeds", "base", "sweep", "plugins", "description", "resources"}
     extra = sorted(set(d) - allowed)
     if extra:
         raise ValueError(f"{source}: unknown top-level field(s) {extra}; expected some of {sorted(allowed)}")
@@ -99,6 +101,7 @@ def parse_spec(d: dict[str, Any], *, source: str = "spec") -> Spec:
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise ValueError(f"{source}: field 'seeds' must be a list of integers, got {d.get('seeds')!r}")
     plugins = _as_list(d.get("plugins", []))
+    resources = _resources(d.get("resources", {}), source)
     cells, seen = [], set()
     for i, sweep in enumerate(sweeps):
         # A sweep that lists its own seeds (five clean models beside one backdoor each) uses those.
@@ -116,7 +119,24 @@ def parse_spec(d: dict[str, Any], *, source: str = "spec") -> Spec:
                 if key not in seen:  # overlapping sweeps name a cell once
                     seen.add(key)
                     cells.append(cell)
-    return Spec(kind=d["kind"], cells=cells, source=source, name=str(d.get("name", "")), plugins=[str(p) for p in plugins])
+    return Spec(kind=d["kind"], cells=cells, source=source, name=str(d.get("name", "")), plugins=[str(p) for p in plugins],
+                resources=resources)
+
+
+def _resources(d, source: str) -> dict[str, float]:
+    """The ``[resources]`` table: ``num_cpus`` (> 0, default 1) and ``num_gpus`` (>= 0, default 0)
+    one cell asks of a Ray cluster; its torch threads are ``max(1, int(num_cpus))``."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: [resources] must be a table (num_cpus = 1, num_gpus = 0)")
+    unknown = sorted(set(d) - {"num_cpus", "num_gpus"})
+    if unknown:
+        raise ValueError(f"{source}: [resources]: unknown field(s) {unknown}; expected num_cpus, num_gpus")
+    out = {"num_cpus": d.get("num_cpus", 1), "num_gpus": d.get("num_gpus", 0)}
+    for k, low_open in (("num_cpus", True), ("num_gpus", False)):
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (v <= 0 if low_open else v < 0):
+            raise ValueError(f"{source}: [resources]: {k} must be a number {'> 0' if low_open else '>= 0'}, got {v!r}")
+    return out
 
 
 def _canonical(cell: dict) -> str:
@@ -183,20 +203,33 @@ def runner_is_gone(owner: str) -> bool:
 
 
 class _Heartbeat:
-    """Renews a claim from a background thread while the cell computes."""
+    """Renews the claims of the cells in flight from a background thread while they compute."""
 
-    def __init__(self, store, hash: str, owner: str, interval: float):
+    def __init__(self, store, owner: str, interval: float):
         import threading
 
-        self.store, self.hash, self.owner, self.interval = store, hash, owner, interval
-        self.lost = False
+        self.store, self.owner, self.interval = store, owner, interval
+        self.hashes: set[str] = set()
+        self.lost: set[str] = set()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
+    def add(self, h: str) -> None:
+        with self._lock:
+            self.hashes.add(h)
+
+    def discard(self, h: str) -> None:
+        with self._lock:
+            self.hashes.discard(h)
+
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
-            if not self.store.heartbeat(self.hash, self.owner):
-                self.lost = True
+            with self._lock:
+                held = list(self.hashes)
+            for h in held:
+                if not self.store.heartbeat(h, self.owner):
+                    self.lost.add(h)
 
     def __enter__(self) -> "_Heartbeat":
         self._thread.start()
@@ -207,9 +240,38 @@ class _Heartbeat:
         self._thread.join()
 
 
+class InProcess:
+    """Runs one cell at a time in this process (the default)."""
+
+    capacity = 1
+
+    def __init__(self, fn: CellFn, progress: bool):
+        self.fn, self.progress = fn, progress
+        self._queued: list[tuple[int, dict]] = []
+
+    def __enter__(self) -> "InProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def submit(self, i: int, cell: dict) -> None:
+        self._queued.append((i, cell))
+
+    def finished(self, timeout: float) -> list[tuple[int, dict]]:
+        """``(index, output)`` of the cells that finished; raises what a cell raised."""
+        i, cell = self._queued.pop(0)
+        return [(i, self.fn(dict(cell), progress=self.progress))]
+
+
 def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_run: bool = False,
-             log: Callable[[str], None] = print, lease: float = LEASE_SECONDS) -> BenchSummary:
-    """Run every cell of ``spec`` not yet in ``store`` (default: the results store).
+             log: Callable[[str], None] = print, lease: float = LEASE_SECONDS, workers: int | None = None,
+             address: str | None = None) -> BenchSummary:
+    """Run every cell of ``spec`` not yet in ``store`` (a path; the CLI gives ``--store`` or the default).
+
+    Cells run in this process one after another, or, with ``workers`` (a local Ray cluster of
+    that many cells at once) or ``address`` (an existing Ray cluster), as Ray tasks
+    (:mod:`snnsec.runs.cluster`); either way only this process writes the store.
 
     Several runners (processes, machines sharing the store's file system) may run one spec
     against one store at the same time: each cell is claimed in the store before it runs, so
@@ -225,56 +287,90 @@ def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_
     for module in spec.plugins:
         importlib.import_module(module)
     fn = get_kind(spec.kind)
-    store = results.Store(store if store is not None else results.default_store_path()).check()
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"bench: workers must be an integer >= 1, got {workers!r}")
+    if store is None:
+        raise ValueError("bench: pass store= (the results store a grid resumes from; the CLI's --store)")
+    store = results.Store(store).check()
     owner = runner_id()
     n = len(spec.cells)
     labels = {i: " ".join(f"{k}={v}" for k, v in cell.items() if k not in ("kind", "root")) for i, cell in enumerate(spec.cells, 1)}
     pending = {i: (cell, cell_hash(cell)) for i, cell in enumerate(spec.cells, 1)}
+    if dry_run:
+        skipped = 0
+        for i, (cell, h) in pending.items():
+            if store.has_config(h):
+                skipped += 1
+                log(f"[{i}/{n}] done   {h[:10]} {labels[i]}")
+                continue
+            held = store.holder(h)
+            state = f"running ({held[0]}, heartbeat {held[1]:.0f} s ago)" if held else "to do"
+            log(f"[{i}/{n}] {state} {h[:10]} {labels[i]}")
+        return BenchSummary(total=n, skipped=skipped, ran=0, seconds_per_cell=[])
+    if workers is None and address is None:
+        executor = InProcess(fn, progress)
+    else:
+        from snnsec.runs.cluster import RayCells
+
+        executor = RayCells(spec, workers=workers, address=address, log=log)
+    from tqdm.auto import tqdm
+
     skipped = ran = 0
     times: list[float] = []
     waiting_logged: set[int] = set()
-    while pending:
-        progressed = False
-        for i, (cell, h) in list(pending.items()):
-            if store.has_config(h):
-                skipped += 1
-                del pending[i]
-                log(f"[{i}/{n}] done   {h[:10]} {labels[i]}")
-                continue
-            if dry_run:
-                held = store.holder(h)
-                state = f"running ({held[0]}, heartbeat {held[1]:.0f} s ago)" if held else "to do"
-                log(f"[{i}/{n}] {state} {h[:10]} {labels[i]}")
-                del pending[i]
-                continue
-            if not store.claim(h, owner, lease=lease, dead=runner_is_gone):
-                if i not in waiting_logged and not store.has_config(h):
-                    waiting_logged.add(i)
-                    held = store.holder(h)
-                    log(f"[{i}/{n}] held   {h[:10]} by {held[0] if held else 'another runner'}; later")
-                continue
-            log(f"[{i}/{n}] run    {h[:10]} {labels[i]}")
-            t0 = time.perf_counter()
-            try:
-                with _Heartbeat(store, h, owner, lease / 6) as beat:
-                    out = fn(dict(cell), progress=progress)
+    in_flight: dict[int, float] = {}
+    with executor, _Heartbeat(store, owner, lease / 6) as beat, \
+            tqdm(total=n, desc=spec.name or "cells", unit="cell", disable=not progress, leave=False) as bar:
+        say = bar.write if progress else log
+        try:
+            while pending:
+                for i, (cell, h) in list(pending.items()):
+                    if i in in_flight:
+                        continue
+                    if len(in_flight) >= executor.capacity:
+                        break
+                    if store.has_config(h):
+                        skipped += 1
+                        del pending[i]
+                        bar.update(1)
+                        say(f"[{i}/{n}] done   {h[:10]} {labels[i]}")
+                        continue
+                    if not store.claim(h, owner, lease=lease, dead=runner_is_gone):
+                        if i not in waiting_logged and not store.has_config(h):
+                            waiting_logged.add(i)
+                            held = store.holder(h)
+                            say(f"[{i}/{n}] held   {h[:10]} by {held[0] if held else 'another runner'}; later")
+                        continue
+                    say(f"[{i}/{n}] run    {h[:10]} {labels[i]}")
+                    beat.add(h)
+                    in_flight[i] = time.perf_counter()
+                    executor.submit(i, cell)
+                if not in_flight:
+                    if pending:
+                        # every remaining cell is being run by a live runner: wait for it to finish or die
+                        time.sleep(min(5.0, lease / 4))
+                    continue
+                for i, out in executor.finished(timeout=min(5.0, lease / 12)):
+                    cell, h = pending[i]
                     rows = rows_for_cell(cell, out)
-            except BaseException:
-                store.release(h, owner)
-                raise
-            written = store.append(rows, claim=(h, owner))
-            del pending[i]
-            progressed = True
-            times.append(time.perf_counter() - t0)
-            if written:
-                ran += 1
-                log(f"[{i}/{n}] stored {h[:10]} in {times[-1]:.1f} s: " + ", ".join(f"{k}={v:.4g}" for k, v in out["metrics"].items()))
-            else:
-                skipped += 1
-                log(f"[{i}/{n}] dropped {h[:10]}: another runner stored it first" + (" (this runner's claim had lapsed)" if beat.lost else ""))
-        if pending and not progressed:
-            # every remaining cell is being run by a live runner: wait for it to finish or die
-            time.sleep(min(5.0, lease / 4))
+                    seconds = time.perf_counter() - in_flight.pop(i)
+                    del pending[i]
+                    written = store.append(rows, claim=(h, owner))
+                    beat.discard(h)
+                    times.append(seconds)
+                    bar.update(1)
+                    if written:
+                        ran += 1
+                        say(f"[{i}/{n}] stored {h[:10]} in {seconds:.1f} s: "
+                            + ", ".join(f"{k}={v:.4g}" for k, v in out["metrics"].items()))
+                    else:
+                        skipped += 1
+                        say(f"[{i}/{n}] dropped {h[:10]}: another runner stored it first"
+                            + (" (this runner's claim had lapsed)" if h in beat.lost else ""))
+        except BaseException:
+            for i in in_flight:
+                store.release(pending[i][1], owner)
+            raise
     return BenchSummary(total=n, skipped=skipped, ran=ran, seconds_per_cell=times)
 
 

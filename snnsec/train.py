@@ -391,7 +391,8 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
                              defense_params=None if isinstance(recipe, LossRecipe) else {"recipe": recipe.name, **recipe.to_dict()},
                              config=run_cfg, extra={"out": None if out_path is None else str(out_path),
                                                     "history": history, "n_train": len(train_ds), "n_test": len(test_ds)})
-    results.Store(store if store is not None else results.default_store_path()).append(rows)
+    if store is not None:
+        results.Store(store).append(rows)
     return TrainResult(model=net, spec=spec, metrics=metrics, history=history, run_id=run_id, out=out_path, config=run_cfg)
 
 
@@ -426,5 +427,6 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data: str | None = None, roo
     rows = results.make_rows(run_id=results.new_run_id(), dataset=spec.name, model=meta["arch"], T=Tn,
                              seed=meta.get("seed"), metrics={"clean_accuracy": acc}, config=cfg,
                              extra={"n": len(ds), "split": split, "recipe": meta.get("recipe", {}).get("name")})
-    results.Store(store if store is not None else results.default_store_path()).append(rows)
+    if store is not None:
+        results.Store(store).append(rows)
     return out

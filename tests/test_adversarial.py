@@ -193,15 +193,19 @@ def test_evaluate_trained_model_is_reliable_and_consistent(trained, tmp_path):
     d = ev.to_dict()
     assert d["reliable"] is True and d["eps_half"] is not None
     assert d["costs"]["pgd"]["backwards"] > 0 and d["costs"]["square"]["backwards"] == 0
-    metrics = save_evaluation(ev, tmp_path / "out", dataset="quadrants", model="csnn", T=T, seed=0, config={"t": 1})
+    metrics = save_evaluation(ev, tmp_path / "out", dataset="quadrants", model="csnn", T=T, seed=0, config={"t": 1},
+                              store=tmp_path / "s.sqlite")
     on_disk = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert on_disk["robust_accuracy"] == {k: v for k, v in metrics["robust_accuracy"].items()}
     assert set(on_disk) >= {"clean_accuracy", "robust_accuracy", "reliable", "checks"}
     assert (tmp_path / "out" / "robustness.png").stat().st_size > 1000
     from snnsec import results
 
-    df = results.load()
+    df = results.load(tmp_path / "s.sqlite")
     assert {"adversarial", "adversarial:worst-case", "adversarial:pgd", "adversarial:check"} <= set(df["attack"])
+    # the store comes from the caller: without one, nothing is written anywhere
+    save_evaluation(ev, tmp_path / "out2", dataset="quadrants", model="csnn", T=T, seed=0, config={"t": 1})
+    assert not results.default_store_path().exists()
 
 
 def test_surrogate_sweep_is_a_per_sample_worst_case(trained):
@@ -320,5 +324,5 @@ def test_evaluate_spikeflip_reports_flips_against_events(trained, tmp_path):
     rows = evaluation_rows(ev, dataset="synthetic", model="tiny", T=4, seed=0, config=cfg.to_dict())
     assert not any(r["attack"] == "adversarial:worst-case" for r in rows)
     assert any(r["metric"] == "median_flips" for r in rows)
-    save_evaluation(ev, tmp_path / "flip", dataset="synthetic", model="tiny", T=4, seed=0, config=cfg.to_dict(), append_rows=False)
+    save_evaluation(ev, tmp_path / "flip", dataset="synthetic", model="tiny", T=4, seed=0, config=cfg.to_dict())
     assert (tmp_path / "flip" / "metrics.json").is_file() and not (tmp_path / "flip" / "robustness.png").exists()

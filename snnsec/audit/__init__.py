@@ -8,7 +8,7 @@ Clean samples come from the test split of the checkpoint's dataset (its DataSpec
 ``data``/``root``; the training data is never needed, and data-free methods (``margin``)
 need no data at all (``clean_samples=0``).
 
-Result rows (appended to the results store unless ``append_rows=False``): the verdict
+Result rows (appended to ``store`` when one is given): the verdict
 (defense ``audit``, metric ``backdoored``, the target in ``extra``), each method's
 ``flagged``/``statistic``/``seconds`` (defense = the method, its parameters in
 ``defense_params``) and the per-class scores each method thresholds (Neural Cleanse's
@@ -145,10 +145,9 @@ def _round_robin(groups: list[torch.Tensor]) -> torch.Tensor:
 
 def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: int = 100,
           methods=DEFAULT_METHODS, method_params: dict[str, dict] | None = None, seed: int = 0,
-          samples: torch.Tensor | None = None, progress: bool = True, store=None,
-          append_rows: bool = True, arch=None) -> AuditResult:
+          samples: torch.Tensor | None = None, progress: bool = True, store=None, arch=None) -> AuditResult:
     """Audit ``checkpoint``; ``samples`` (frames [N, T, P, H, W]) replaces loading a dataset.
-    Rows go to ``store`` (default: the results store) unless ``append_rows`` is False. ``arch``
+    Rows go to ``store`` when one is given (None: no rows). ``arch``
     allows the checkpoint's ``module:function`` factory (:func:`snnsec.checkpoint.load`)."""
     from snnsec import checkpoint as ckpt
     from snnsec import provenance
@@ -189,10 +188,10 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
             "versions": provenance.versions()}
     result = AuditResult(backdoored, target, detections, seconds, meta, info, params=used, why=why)
     result.rows = audit_rows(result)
-    if append_rows:
+    if store is not None:
         from snnsec import results
 
-        results.Store(store if store is not None else results.default_store_path()).append(result.rows)
+        results.Store(store).append(result.rows)
     if out is not None:
         write_report(result, out)
     return result

@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "writes_rows", False):
             from snnsec.results import Store
 
-            Store(getattr(args, "store", None)).check()
+            # the store is decided here, once; the library writes rows only where it is told to
+            args.store = str(Store(getattr(args, "store", None)).check().path)
         if getattr(args, "writes", None):
             check_out(args.out, args.writes, args.overwrite)
         if getattr(args, "computes", False):

@@ -37,11 +37,11 @@ def load_samples(data: str, *, split: str = "test", root=None, n_samples: int | 
 
 def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str = "test",
                    n_samples: int | None = 200, config: EvalConfig, out=None, store=None,
-                   append_rows: bool = True, progress: bool = True, arch=None) -> tuple[AdversarialEvaluation, dict]:
+                   progress: bool = True, arch=None) -> tuple[AdversarialEvaluation, dict]:
     """Load ``checkpoint``, evaluate it on ``n_samples`` of ``data`` and (with ``out``) save everything.
 
     Data framing (T, slicing, binarisation) follows the checkpoint's DataSpec. Rows go to
-    ``store`` unless ``append_rows`` is False (the bench runner stores its own). Returns the
+    ``store`` when one is given (the bench runner stores its own). Returns the
     evaluation and the metrics dict (as written to ``out/metrics.json``). ``arch`` allows the
     checkpoint's ``module:function`` factory (:func:`snnsec.checkpoint.load`).
     """
@@ -62,21 +62,21 @@ def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str
                "eval": config.to_dict()}
     common = dict(dataset=spec.name, model=str(meta.get("arch")), T=ck_spec.T, seed=config.seed, config=run_cfg)
     if out is not None:
-        metrics = save_evaluation(ev, Path(out), store=store, append_rows=append_rows, **common)
+        metrics = save_evaluation(ev, Path(out), store=store, **common)
     else:
-        if append_rows:
+        if store is not None:
             from snnsec import results
 
-            results.Store(store if store is not None else results.default_store_path()).append(evaluation_rows(ev, **common))
+            results.Store(store).append(evaluation_rows(ev, **common))
         metrics = {**ev.to_dict(), **common}
     return ev, metrics
 
 
 def save_evaluation(ev: AdversarialEvaluation, out: str | Path, *, dataset: str, model: str, T: int | None,
-                    seed: int | None, config: dict, store=None, append_rows: bool = True, title: str = "",
+                    seed: int | None, config: dict, store=None, title: str = "",
                     extra: dict | None = None) -> dict:
     """Write ``out/metrics.json`` and ``out/robustness.png`` (drawn from the rows; ``title``, if
-    given, goes above it) and append the rows to ``store``. Returns the metrics."""
+    given, goes above it) and append the rows to ``store`` (none: no rows). Returns the metrics."""
     from snnsec import results
     from snnsec.report.figures import fig_robust_accuracy
     from snnsec.report.render import write_png
@@ -91,6 +91,6 @@ def save_evaluation(ev: AdversarialEvaluation, out: str | Path, *, dataset: str,
         if title:
             fig.suptitle(title, fontsize=8)
         write_png(fig, out / "robustness.png")
-    if append_rows:
-        results.Store(store if store is not None else results.default_store_path()).append(rows)
+    if store is not None:
+        results.Store(store).append(rows)
     return metrics

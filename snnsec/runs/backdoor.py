@@ -29,5 +29,6 @@ def save_backdoor_run(result, out_dir, *, store=None) -> Path:
 
     rows = rows_for_cell({"kind": "backdoor", **asdict(cfg)}, run_output(result))
     write_png(fig_trigger_gallery(rows), out / "trigger.png")
-    results.Store(store if store is not None else results.default_store_path()).append(rows)
+    if store is not None:
+        results.Store(store).append(rows)
     return out

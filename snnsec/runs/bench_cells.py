@@ -39,7 +39,7 @@ def adversarial_cell(cell: dict, *, progress: bool = True) -> dict:
             kw[k] = tuple(s.strip() for s in kw[k].split(","))
     config = EvalConfig(seed=int(cell.get("seed", 0)), **kw)
     ev, _ = run_checkpoint(ckpt, data=cell["dataset"], root=cell.get("root"), n_samples=cell.get("n_samples", 200),
-                           config=config, append_rows=False, progress=progress)
+                           config=config, progress=progress)
     metrics = {"clean_accuracy": ev.clean_accuracy, "reliable": float(ev.reliable)}
     for e, a in ev.robust_accuracy.items():
         metrics[f"robust_accuracy@{format_eps(e)}"] = a

@@ -182,7 +182,7 @@ def audit_cell(cell: dict, *, progress: bool = True) -> dict:
     ckpt = cached_backdoor_checkpoint(bcell, progress=progress)
     result = audit(ckpt, data=cell["dataset"], root=cell.get("root"), n_clean=int(cell.get("clean_samples", 100)),
                    methods=cell.get("methods", DEFAULT_METHODS), method_params=cell.get("method_params"),
-                   seed=int(cell.get("seed", 0)), progress=progress, append_rows=False)
+                   seed=int(cell.get("seed", 0)), progress=progress)
     truth = planted_target(cell)
     groups = method_groups(result)
     correct = (not result.backdoored) if truth is None else (result.backdoored and result.target == truth)
