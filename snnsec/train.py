@@ -41,6 +41,7 @@ import os
 import random
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -60,6 +61,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded(seed: int):
+    """The global generators seeded for the block, and the caller's states back after it: a run
+    is reproducible from its seed without changing what the caller draws next."""
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
 
 
 @dataclass
@@ -254,8 +269,16 @@ def train(model: nn.Module, train_ds, test_ds, config: TrainConfig, *, progress:
     (mean over batches), ``train_accuracy`` (on the transformed batches, NaN when the loss
     gives no logits), ``test_accuracy`` (NaN without ``test_ds``), ``lr`` (at the epoch's
     end), ``seconds`` (training) and ``eval_seconds`` (the evaluation after it).
+
+    Shuffling, augmentation and dropout draw from the global generators seeded with
+    ``config.seed`` (:func:`seeded`); the caller's generator states are restored afterwards.
     """
-    seed_everything(config.seed)
+    with seeded(config.seed):
+        return _train(model, train_ds, test_ds, config, progress=progress, loss_fn=loss_fn, batch_transform=batch_transform)
+
+
+def _train(model: nn.Module, train_ds, test_ds, config: TrainConfig, *, progress: bool,
+           loss_fn: Callable | None, batch_transform: Callable | None) -> dict[str, list]:
     batches = _Batches(train_ds)
     if batches.n == 0:
         raise ValueError("train: the training set is empty")
@@ -326,6 +349,31 @@ def train(model: nn.Module, train_ds, test_ds, config: TrainConfig, *, progress:
 
 # ------------------------------------------------------------------------- whole training runs
 @dataclass
+class Setup:
+    """What every run starts from: both splits of a dataset and a model built for their frames."""
+
+    train_ds: Any
+    test_ds: Any
+    spec: Any
+    model: nn.Module
+
+
+def prepare(data: str, model: str, *, root=None, model_kwargs: dict | None = None, **data_opts) -> Setup:
+    """Load the train and test splits of ``data`` (``data_opts``: T, slicing, binary, ... as
+    :func:`snnsec.data.load`), check that they agree, and build ``model`` for their frames."""
+    from snnsec import models
+    from snnsec.data import load
+
+    train_ds, spec = load(data, split="train", root=root, **data_opts)
+    test_ds, test_spec = load(data, split="test", root=root, **data_opts)
+    if test_spec.frame_shape != spec.frame_shape or test_spec.num_classes != spec.num_classes:
+        raise ValueError(f"{data}: train and test splits differ: {spec} vs {test_spec}")
+    T, P, H, W = spec.frame_shape
+    net = models.build(model, in_channels=P, num_classes=spec.num_classes, sensor_hw=(H, W), T=T, **(model_kwargs or {}))
+    return Setup(train_ds, test_ds, spec, net)
+
+
+@dataclass
 class TrainResult:
     model: nn.Module
     spec: Any
@@ -347,9 +395,8 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
     (:func:`snnsec.checkpoint.save`) and ``out/metrics.json``; result rows always go to
     ``store`` (default :func:`snnsec.results.default_store_path`).
     """
-    from snnsec import checkpoint, models, results
+    from snnsec import checkpoint, results
     from snnsec._io import atomic_write_json
-    from snnsec.data import load
 
     seed_everything(config.seed)
     kw = dict(data_opts or {})
@@ -357,12 +404,9 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
         kw["T"] = int(T)
     if slicing is not None:
         kw["slicing"] = slicing
-    train_ds, spec = load(data, split="train", root=root, **kw)
-    test_ds, test_spec = load(data, split="test", root=root, **kw)
-    if test_spec.frame_shape != spec.frame_shape or test_spec.num_classes != spec.num_classes:
-        raise ValueError(f"{data}: train and test splits differ: {spec} vs {test_spec}")
-    Tn, P, H, W = spec.frame_shape
-    net = models.build(model, in_channels=P, num_classes=spec.num_classes, sensor_hw=(H, W), T=Tn, **(model_kwargs or {}))
+    setup = prepare(data, model, root=root, model_kwargs=model_kwargs, **kw)
+    train_ds, test_ds, spec, net = setup.train_ds, setup.test_ds, setup.spec, setup.model
+    Tn = spec.frame_shape[0]
     recipe = recipe if recipe is not None else LossRecipe(config.loss)
     loss_fn = recipe.build(net)
     t0 = time.perf_counter()

@@ -24,6 +24,7 @@ _HOMES = {
     "read_event_bin": "snnsec.data.events",
     "validate_events": "snnsec.data.events",
     "to_frames": "snnsec.data.frames",
+    "frames_and_labels": "snnsec.data.loading",
     "info": "snnsec.data.loading",
     "load": "snnsec.data.loading",
     "names": "snnsec.data.loading",

@@ -96,3 +96,15 @@ def info(name: str, root: str | os.PathLike | None = None, *, stats: bool = True
         out["splits"][split] = entry
         out.update(sensor_size=spec.sensor_size, classes=spec.classes, note=ds.note)
     return out
+
+
+def frames_and_labels(ds):
+    """Every sample of a dataset at once: frames ``[N, T, P, H, W]`` (float) and labels ``[N]``
+    (long), from its cached ``frames_tensor()`` when it has one, else ``ds[i]`` by ``ds[i]``."""
+    import torch
+
+    if hasattr(ds, "frames_tensor"):
+        x = ds.frames_tensor()
+    else:
+        x = torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))])
+    return x.float(), torch.as_tensor(np.asarray(ds.targets)).long()

@@ -77,21 +77,13 @@ def backdoored_model(cell: dict, *, progress: bool = True):
     return model, trigger_from_spec(meta["attack"]["trigger"], base_dir=cache), meta
 
 
-def _frames(ds):
-    import numpy as np
-    import torch
-
-    x = ds.frames_tensor() if hasattr(ds, "frames_tensor") else torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))])
-    return x.float(), torch.as_tensor(np.asarray(ds.targets)).long()
-
-
 def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     import numpy as np
     import torch
 
     from snnsec import checkpoint, defenses, metrics
     from snnsec.attacks.backdoor.poison import PoisonedDataset
-    from snnsec.data import load
+    from snnsec.data import frames_and_labels, load
     from snnsec.harness import predict
 
     name = cell.get("defense")
@@ -108,7 +100,7 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     target = int(attack["target"])
     kw = {"T": int(cell.get("T", 16))}
     test_ds, _ = load(cell["dataset"], split="test", root=cell.get("root"), **kw)
-    x_test, y_test = _frames(test_ds)
+    x_test, y_test = frames_and_labels(test_ds)
     nontarget = y_test != target
     x_trig = trigger(x_test)
     t0 = time.perf_counter()
@@ -129,7 +121,7 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
         m = result.metrics(truth)
     else:
         train_ds, _ = load(cell["dataset"], split="train", root=cell.get("root"), **kw)
-        x_train, y_train = _frames(train_ds)
+        x_train, y_train = frames_and_labels(train_ds)
         # The dynamic attack poisons on the fly; its dataset view uses the same rate and seed.
         pds = PoisonedDataset(train_ds, trigger, rate=float(cell.get("rate", 0.1)), target=target, seed=int(cell.get("seed", 0)))
         xp, yp = pds.batch_transform(x_train, y_train, torch.arange(len(x_train)))

@@ -79,11 +79,6 @@ class HardeningResult:
         return {"recipe": self.config.recipe}
 
 
-def _frames_labels(ds) -> tuple[torch.Tensor, torch.Tensor]:
-    x = ds.frames_tensor() if hasattr(ds, "frames_tensor") else torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))])
-    return x.float(), torch.as_tensor(np.asarray(ds.targets)).long()
-
-
 def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, eps: list[float], *, attacks=("fgsm", "pgd"), seed: int = 0,
                     checks: bool = True, progress: bool = False) -> dict[str, float]:
     """Robust accuracy at each eps through the adversarial evaluator (:func:`snnsec.attacks.adversarial.evaluate`).
@@ -102,17 +97,16 @@ def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, eps: list[float], *
 
 
 def run_hardening(config: HardeningConfig, *, progress: bool = True) -> HardeningResult:
-    from snnsec.data import load
-    from snnsec.models import build
-    from snnsec.train import TrainConfig, seed_everything, train
+    from snnsec.data import frames_and_labels
+    from snnsec.train import TrainConfig, prepare, seed_everything, train
 
     seed_everything(config.seed)
     recipe = config.recipe_obj
-    train_ds, spec = load(config.dataset, split="train", root=config.root, T=config.T, slicing=config.slicing)
-    test_ds, _ = load(config.dataset, split="test", root=config.root, T=config.T, slicing=config.slicing)
-    T, P, H, W = spec.frame_shape
+    setup = prepare(config.dataset, config.model, root=config.root, model_kwargs=config.model_kwargs, T=config.T,
+                    slicing=config.slicing)
+    train_ds, test_ds, spec, model = setup.train_ds, setup.test_ds, setup.spec, setup.model
+    T = spec.frame_shape[0]
     K = spec.num_classes
-    model = build(config.model, in_channels=P, num_classes=K, sensor_hw=(H, W), T=T, **config.model_kwargs)
     loss_fn = recipe.build(model)
 
     poison, bd_cfg = None, None
@@ -121,7 +115,7 @@ def run_hardening(config: HardeningConfig, *, progress: bool = True) -> Hardenin
         from snnsec.attacks.backdoor.run import BackdoorConfig, build_trigger
 
         bd_cfg = BackdoorConfig.from_cell({"dataset": config.dataset, "T": config.T, "seed": config.seed, **config.backdoor})
-        trigger = build_trigger(bd_cfg, _frames_labels(train_ds)[0] if bd_cfg.trigger == "smart" else None)
+        trigger = build_trigger(bd_cfg, frames_and_labels(train_ds)[0] if bd_cfg.trigger == "smart" else None)
         poison = PoisonedDataset(train_ds, trigger, rate=bd_cfg.rate, target=bd_cfg.target, mode=bd_cfg.mode,
                                  label_mode=bd_cfg.label_mode, seed=config.seed, inject=bd_cfg.inject, num_classes=K,
                                  exclude_target=bd_cfg.exclude_target)
@@ -131,7 +125,7 @@ def run_hardening(config: HardeningConfig, *, progress: bool = True) -> Hardenin
                     batch_transform=poison.batch_transform if poison is not None else None)
     model.eval()
 
-    x_test, y_test = _frames_labels(test_ds)
+    x_test, y_test = frames_and_labels(test_ds)
     acc = accuracy_at_steps(model, x_test, y_test, config.steps)
     metrics = {f"accuracy_at_t{t}": a for t, a in acc.items()}
     metrics["clean_accuracy"] = acc[T]

@@ -139,12 +139,6 @@ class BackdoorResult:
                 **({"alpha": c.alpha, "gamma": c.gamma} if c.trigger == "dynamic" else {})}
 
 
-def _frames_labels(ds) -> tuple[torch.Tensor, torch.Tensor]:
-    x = ds.frames_tensor() if hasattr(ds, "frames_tensor") else torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))])
-    y = torch.as_tensor(np.asarray(ds.targets)).long()
-    return x.float(), y
-
-
 def build_trigger(config: BackdoorConfig, train_frames: torch.Tensor | None = None):
     """The trigger a config names; the smart trigger is fitted on the clean training frames."""
     if config.trigger not in TRIGGERS:
@@ -194,25 +188,21 @@ def evaluate_backdoor(model, trigger, x_test, y_test, x_trig, *, target: int, mo
 
 
 def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorResult:
-    from snnsec.data import load
-    from snnsec.models import build
-    from snnsec.train import TrainConfig, seed_everything, train
+    from snnsec.data import frames_and_labels
+    from snnsec.train import TrainConfig, prepare, seed_everything, train
 
     if config.trigger != "dynamic":
         make_trigger(config.trigger, **config.trigger_params)  # bad trigger options fail before any data is read
     seed_everything(config.seed)
-    train_ds, spec = load(config.dataset, split="train", root=config.root, T=config.T, slicing=config.slicing,
-                          binary=config.binary)
-    test_ds, _ = load(config.dataset, split="test", root=config.root, T=config.T, slicing=config.slicing,
-                      binary=config.binary)
-    T, P, H, W = spec.frame_shape
+    setup = prepare(config.dataset, config.model, root=config.root, model_kwargs=config.model_kwargs, T=config.T,
+                    slicing=config.slicing, binary=config.binary)
+    train_ds, test_ds, spec, model = setup.train_ds, setup.test_ds, setup.spec, setup.model
     K = spec.num_classes
     if config.target >= K:
         raise ValueError(f"backdoor target {config.target}: expected a class index in [0, {K}) for {spec.name} "
                          f"({K} classes)")
-    model = build(config.model, in_channels=P, num_classes=K, sensor_hw=(H, W), T=T, **config.model_kwargs)
-    x_train, _ = _frames_labels(train_ds)
-    x_test, y_test = _frames_labels(test_ds)
+    x_train, _ = frames_and_labels(train_ds)
+    x_test, y_test = frames_and_labels(test_ds)
 
     poisoned = None
     if config.trigger == "dynamic":

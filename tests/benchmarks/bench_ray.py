@@ -1,0 +1,69 @@
+"""A grid of equal cells on Ray workers against the sequential run, on this machine's cores.
+
+Goal (issue 15): ``snnsec bench SPEC --workers 2`` at least 1.7x faster than the sequential
+run on 2 cores. The grid: 4 equal ``backdoor`` cells on the embedded ndigits data (csnn, T = 8,
+2 epochs, seeds 0 to 3), each run through the CLI into a fresh store, so every timing includes
+what a user waits for (the Ray cluster's start included). Sequential runs twice: with one
+thread (each Ray task's share) and with the thread budget's own choice on an idle machine.
+Needs an otherwise idle machine. Prints wall times and ratios measured in this invocation. Run
+with ``make bench`` or ``python tests/benchmarks/bench_ray.py``. No timed assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPEC = """
+name = "bench-ray"
+kind = "backdoor"
+seeds = [0, 1, 2, 3]
+[base]
+dataset = "ndigits"
+model = "csnn"
+T = 8
+epochs = 2
+trigger = "static"
+rate = 0.1
+target = 0
+"""
+
+
+def _timed(args: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "snnsec", "bench", *args, "--no-progress"], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stdout[-1000:] + done.stderr[-2000:])
+    return time.perf_counter() - t0
+
+
+def measure(workers: int = 2) -> list[tuple[str, float]]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SNNSEC_THREADS", "MKL_NUM_THREADS")}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "grid.toml"
+        spec.write_text(SPEC)
+        for label, extra in (("sequential, 1 thread", ["--threads", "1"]),
+                             ("sequential, thread budget", []),
+                             (f"--workers {workers}", ["--workers", str(workers)])):
+            store = Path(tmp) / f"{len(rows)}.sqlite"
+            rows.append((label, _timed([str(spec), "--store", str(store), *extra], env)))
+    return rows
+
+
+def test_ray_workers_against_sequential():
+    rows = measure()
+    ray = rows[-1][1]
+    print(f"\n{'run':28s} {'wall':>8s} {'speed-up of --workers':>22s}")
+    for label, t in rows:
+        print(f"{label:28s} {t:7.1f}s {t / ray:21.2f}x")
+    print("goal: --workers 2 at least 1.7x the sequential run")
+
+
+if __name__ == "__main__":
+    test_ray_workers_against_sequential()
