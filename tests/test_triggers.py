@@ -330,3 +330,16 @@ def test_dynamic_bilevel_step_moves_generator_and_classifier():
     assert len(hist) == 1 and all(k in hist[0] for k in ("loss", "loss_gen"))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert float((trig(DS.x) - DS.x).max()) <= 0.01 + 1e-7
+
+
+def test_trigger_registry_flags_and_the_clis_names():
+    from snnsec.attacks.backdoor.triggers import TRIGGERS, make_trigger, trigger_class
+    from snnsec.attacks.catalog import TRIGGER_NAMES
+
+    assert tuple(sorted(TRIGGERS)) == TRIGGER_NAMES  # --help lists exactly the registered triggers
+    assert trigger_class("dynamic").learned and not trigger_class("dynamic").injects_events
+    assert trigger_class("dynamic").has_weights
+    assert trigger_class("smart").needs_fit and trigger_class("static").injects_events
+    assert not any(trigger_class(n).learned for n in TRIGGER_NAMES if n != "dynamic")
+    with pytest.raises(ValueError, match="learned with the model"):
+        make_trigger("dynamic")

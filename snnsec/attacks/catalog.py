@@ -1,4 +1,4 @@
-"""The adversarial attacks: what they are called and what they are, without importing torch.
+"""The attacks' names, and what the adversarial attacks are, without importing torch.
 
 The CLI lists these names in ``--help``, which must not wait seconds for torch; the
 builders reach torchattacks only when an attack is built
@@ -22,6 +22,11 @@ class _OnFirstUse:
 
 
 torchattacks = _OnFirstUse()
+
+
+# The backdoor triggers' registry (snnsec.attacks.backdoor.triggers.TRIGGERS) by name, for --help;
+# a test keeps the two equal.
+TRIGGER_NAMES = ("dynamic", "flash", "framed", "moving", "smart", "static", "strobe")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from snnsec.attacks.catalog import TRIGGER_NAMES
 from snnsec.cli import add_output_checks, fraction, key_values, positive_int
 from snnsec.data.spec import SLICINGS
 
@@ -58,7 +59,7 @@ def register(sub) -> None:
     d.add_argument("--model", default="csnn", help="architecture name (see `snnsec models`)")
     d.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="architecture keyword (JSON value), repeatable")
     t = p.add_argument_group("trigger")
-    t.add_argument("--trigger", required=True, choices=["static", "moving", "smart", "dynamic", "flash", "framed", "strobe"])
+    t.add_argument("--trigger", required=True, choices=TRIGGER_NAMES)
     t.add_argument("--size", type=float, help="square side as a fraction of sensor width (default 0.1)")
     t.add_argument("--polarity", choices=["on", "off", "both", "erase", "auto"], help="default: on (flash: both, smart: auto = measured)")
     t.add_argument("--position", choices=["top-left", "top-right", "bottom-left", "bottom-right", "middle", "random"])

@@ -19,7 +19,7 @@ def save_backdoor_run(result, out_dir, *, store=None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = result.config
-    if cfg.trigger == "dynamic":
+    if result.trigger.has_weights:
         result.trigger.save(out / "generator.safetensors")
     attack = result.attack_spec()
     recipe = {k: v for k, v in asdict(cfg).items() if k in ("epochs", "batch_size", "lr", "loss", "schedule", "preset", "alpha", "gamma")}

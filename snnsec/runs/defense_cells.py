@@ -60,7 +60,7 @@ def cached_backdoor_checkpoint(cell: dict, *, progress: bool = True) -> Path:
         cfg = BackdoorConfig.from_cell(bcell)
         res = run_backdoor(cfg, progress=progress)
         cache.mkdir(parents=True, exist_ok=True)
-        if hasattr(res.trigger, "save"):
+        if res.trigger.has_weights:
             res.trigger.save(cache / "trigger.safetensors")
         checkpoint.save(cache, res.model, arch=cfg.model, arch_kwargs=cfg.model_kwargs, spec=res.spec, recipe={"backdoor": bcell},
                         attack=res.attack_spec(), metrics=res.metrics, seed=cfg.seed)
@@ -161,7 +161,10 @@ _AUDIT_KEYS = ("kind", "case", "clean_samples", "methods", "method_params")
 
 def planted_target(cell: dict) -> int | None:
     """The class a cell's model is backdoored toward, or None for a clean (rate 0) model."""
-    if cell.get("trigger") != "dynamic" and float(cell.get("rate", 0.1)) == 0.0:
+    from snnsec.attacks.backdoor.triggers import trigger_class
+
+    # a learned trigger (dynamic) poisons every batch, so its rate does not say whether one was planted
+    if not trigger_class(cell.get("trigger", "static")).learned and float(cell.get("rate", 0.1)) == 0.0:
         return None
     return int(cell.get("target", 0))
 

@@ -113,9 +113,10 @@ def run_hardening(config: HardeningConfig, *, progress: bool = True) -> Hardenin
     if config.backdoor:
         from snnsec.attacks.backdoor.poison import PoisonedDataset
         from snnsec.attacks.backdoor.run import BackdoorConfig, build_trigger
+        from snnsec.attacks.backdoor.triggers import trigger_class
 
         bd_cfg = BackdoorConfig.from_cell({"dataset": config.dataset, "T": config.T, "seed": config.seed, **config.backdoor})
-        trigger = build_trigger(bd_cfg, frames_and_labels(train_ds)[0] if bd_cfg.trigger == "smart" else None)
+        trigger = build_trigger(bd_cfg, frames_and_labels(train_ds)[0] if trigger_class(bd_cfg.trigger).needs_fit else None)
         poison = PoisonedDataset(train_ds, trigger, rate=bd_cfg.rate, target=bd_cfg.target, mode=bd_cfg.mode,
                                  label_mode=bd_cfg.label_mode, seed=config.seed, inject=bd_cfg.inject, num_classes=K,
                                  exclude_target=bd_cfg.exclude_target)

@@ -7,6 +7,9 @@
 - one experiment end to end: :func:`run_backdoor` with a :class:`BackdoorConfig`.
 """
 
+# the trigger registry: each module registers its triggers on import
+from snnsec.attacks.backdoor import triggers  # noqa: F401
+from snnsec.attacks.backdoor import dynamic  # noqa: F401
 from snnsec.attacks.backdoor.poison import PoisonedDataset, poison_label, select_poison_indices
 from snnsec.attacks.backdoor.run import BackdoorConfig, BackdoorResult, run_backdoor
 from snnsec.attacks.backdoor.triggers import (
@@ -18,6 +21,7 @@ from snnsec.attacks.backdoor.triggers import (
     StaticTrigger,
     StrobeTrigger,
     make_trigger,
+    trigger_class,
     trigger_from_spec,
     trigger_names,
 )
@@ -25,5 +29,5 @@ from snnsec.attacks.backdoor.triggers import (
 __all__ = [
     "TRIGGERS", "BackdoorConfig", "BackdoorResult", "FlashTrigger", "FramedTrigger", "MovingTrigger",
     "PoisonedDataset", "SmartTrigger", "StaticTrigger", "StrobeTrigger", "make_trigger", "poison_label",
-    "run_backdoor", "select_poison_indices", "trigger_from_spec", "trigger_names",
+    "run_backdoor", "select_poison_indices", "trigger_class", "trigger_from_spec", "trigger_names",
 ]

@@ -21,13 +21,15 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as Fn
 from spikingjelly.activation_based import functional as sjf
 from spikingjelly.activation_based import neuron, surrogate
+
+from snnsec.attacks.backdoor.triggers import register_trigger
 
 
 def _if():
@@ -82,15 +84,21 @@ class SpikingAutoencoder(nn.Module):
         return torch.tanh(y.transpose(0, 1))
 
 
+@register_trigger
 @dataclass
 class DynamicTrigger:
     """``x -> clamp(x + gamma * G(x), 0, 1)``; G is kept in eval mode when applied."""
 
+    name: ClassVar[str] = "dynamic"
+    # trained with the victim (train_dynamic), a perturbation of each sample's frames, not events
+    learned: ClassVar[bool] = True
+    injects_events: ClassVar[bool] = False
+    needs_fit: ClassVar[bool] = False
+    has_weights: ClassVar[bool] = True
+
     generator: SpikingAutoencoder
     gamma: float = 0.01
     weights: str | None = None
-
-    name = "dynamic"
 
     def perturb(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable application (for training the generator).

@@ -17,7 +17,7 @@ import torch
 
 from snnsec import metrics
 from snnsec.attacks.backdoor.poison import PoisonedDataset, poison_label
-from snnsec.attacks.backdoor.triggers import TRIGGERS, make_trigger
+from snnsec.attacks.backdoor.triggers import make_trigger, trigger_class
 
 
 # Named recipes a config starts from (explicit values still win). "reference" is the
@@ -107,7 +107,7 @@ class BackdoorConfig:
 
     def attack_params(self) -> dict[str, Any]:
         p = {"trigger": self.trigger, **self.trigger_params, "target": self.target, "mode": self.mode}
-        if self.trigger == "dynamic":
+        if trigger_class(self.trigger).learned:
             # Every batch is used clean and triggered: no poison rate, label mode or event injection.
             p.update(alpha=self.alpha, gamma=self.gamma)
         else:
@@ -136,26 +136,24 @@ class BackdoorResult:
         return {"kind": "backdoor", "trigger": self.trigger.to_spec(), "rate": c.rate, "target": c.target,
                 "mode": c.mode, "label_mode": c.label_mode, "exclude_target": c.exclude_target, "inject": c.inject,
                 "poisoned_indices": None if self.poisoned_indices is None else self.poisoned_indices.tolist(),
-                **({"alpha": c.alpha, "gamma": c.gamma} if c.trigger == "dynamic" else {})}
+                **({"alpha": c.alpha, "gamma": c.gamma} if self.trigger.learned else {})}
 
 
 def build_trigger(config: BackdoorConfig, train_frames: torch.Tensor | None = None):
-    """The trigger a config names; the smart trigger is fitted on the clean training frames."""
-    if config.trigger not in TRIGGERS:
-        raise ValueError(f"trigger: unknown name {config.trigger!r}; expected one of {sorted([*TRIGGERS, 'dynamic'])}")
+    """The trigger a config names; one that ``needs_fit`` (smart) is fitted on the clean training frames."""
     params = dict(config.trigger_params)
     params.setdefault("seed", config.seed)
     trig = make_trigger(config.trigger, **params)
-    if config.trigger == "smart" and not trig.fitted:
+    if trig.needs_fit and not trig.fitted:
         if train_frames is None:
-            raise ValueError("smart trigger: needs the clean training frames to measure activity")
+            raise ValueError(f"{config.trigger} trigger: needs the clean training frames to be fitted on")
         trig = trig.fit(train_frames)
     return trig
 
 
 def apply_to_test(trigger, test_ds, x_test: torch.Tensor, inject: str) -> torch.Tensor:
     """Trigger every test sample, in frames or (``inject="events"``) in events before framing."""
-    if inject == "frames" or trigger.name == "dynamic":
+    if inject == "frames" or not trigger.injects_events:
         return trigger(x_test)
     from snnsec.data.frames import to_frames
 
@@ -191,8 +189,9 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
     from snnsec.data import frames_and_labels
     from snnsec.train import TrainConfig, prepare, seed_everything, train
 
-    if config.trigger != "dynamic":
-        make_trigger(config.trigger, **config.trigger_params)  # bad trigger options fail before any data is read
+    learned = trigger_class(config.trigger).learned  # an unknown name fails here, before any data is read
+    if not learned:
+        make_trigger(config.trigger, **config.trigger_params)  # so do bad trigger options
     seed_everything(config.seed)
     setup = prepare(config.dataset, config.model, root=config.root, model_kwargs=config.model_kwargs, T=config.T,
                     slicing=config.slicing, binary=config.binary)
@@ -205,7 +204,7 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
     x_test, y_test = frames_and_labels(test_ds)
 
     poisoned = None
-    if config.trigger == "dynamic":
+    if learned:
         from snnsec.attacks.backdoor.dynamic import DynamicConfig, train_dynamic
 
         dcfg = DynamicConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, alpha=config.alpha,
@@ -224,7 +223,7 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
     model.eval()
     x_trig = apply_to_test(trigger, test_ds, x_test, config.inject)
     m = evaluate_backdoor(model, trigger, x_test, y_test, x_trig, target=config.target, mode=config.mode, num_classes=K)
-    if config.inject == "events" and config.trigger != "dynamic":
+    if config.inject == "events" and trigger.injects_events:
         changes = [metrics.event_changes(test_ds.events(i), trigger.events(test_ds.events(i), spec.sensor_size, spec.T, spec.slicing), spec.sensor_size)
                    for i in range(min(len(test_ds), 50))]
         for k in ("events_added", "events_removed", "l0", "l1"):

@@ -8,6 +8,12 @@ Everything random about a trigger (a random position, the smart trigger's walk) 
 function of its ``seed`` and the sensor size only, so the poisoned training set and the
 triggered test set always get the same trigger; the reference code drew them separately.
 ``trigger.to_spec()`` -> dict and :func:`trigger_from_spec` rebuild a trigger by name.
+
+Every trigger class is registered by name in :data:`TRIGGERS` and carries capability flags that
+callers read instead of names: ``learned`` (trained jointly with the victim, as the dynamic
+generator: no poison rate, not made by name), ``injects_events`` (``trigger.events(...)`` inserts
+it into raw events), ``needs_fit`` (fitted on the clean training frames first, as the smart
+trigger) and ``has_weights`` (``trigger.save(path)`` writes state that a checkpoint keeps beside it).
 """
 
 from __future__ import annotations
@@ -20,12 +26,22 @@ import torch
 
 from snnsec.attacks.backdoor import functional as F
 
-TRIGGERS: dict[str, type["PatternTrigger"]] = {}
+TRIGGERS: dict[str, type] = {}
 
 
 def register_trigger(cls):
+    for flag in ("learned", "injects_events", "needs_fit", "has_weights"):
+        if not isinstance(getattr(cls, flag, None), bool):
+            raise ValueError(f"trigger {cls.__name__}: set the capability flag {flag!r} (a bool)")
     TRIGGERS[cls.name] = cls
     return cls
+
+
+def trigger_class(name: str) -> type:
+    """The registered trigger class called ``name`` (its flags tell how to build and apply it)."""
+    if name not in TRIGGERS:
+        raise ValueError(f"trigger: unknown name {name!r}; expected one of {trigger_names()}")
+    return TRIGGERS[name]
 
 
 def _as_tensor(frames) -> torch.Tensor:
@@ -41,6 +57,10 @@ class PatternTrigger:
     """Base of the triggers that are a fixed mask per frame plus a polarity."""
 
     name: ClassVar[str] = ""
+    learned: ClassVar[bool] = False
+    injects_events: ClassVar[bool] = True
+    needs_fit: ClassVar[bool] = False
+    has_weights: ClassVar[bool] = False
     size: float = 0.1
     polarity: str = "on"
     seed: int = 0
@@ -170,6 +190,7 @@ class SmartTrigger(PatternTrigger):
     """
 
     name: ClassVar[str] = "smart"
+    needs_fit: ClassVar[bool] = True
     polarity: str = "auto"
     grid: int = 3
     region_choice: str = "most"  # most | least active region
@@ -354,15 +375,15 @@ class StrobeTrigger(StaticTrigger):
 
 
 def trigger_names() -> list[str]:
-    # "dynamic" is built from a trained generator (snnsec.attacks.backdoor.dynamic), not by name.
-    return sorted([*TRIGGERS, "dynamic"])
+    return sorted(TRIGGERS)
 
 
 def make_trigger(name: str, **params):
     """Build a fixed-pattern trigger by name; unknown parameters are an error naming them."""
-    if name not in TRIGGERS:
-        raise ValueError(f"trigger: unknown name {name!r}; expected one of {trigger_names()}")
-    cls = TRIGGERS[name]
+    cls = trigger_class(name)
+    if cls.learned:
+        raise ValueError(f"trigger {name!r} is learned with the model (run_backdoor with trigger={name!r}); "
+                         "it is not made by name")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(params) - known)
     if unknown:
@@ -378,9 +399,7 @@ def trigger_from_spec(spec: dict[str, Any], *, base_dir=None):
     """
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"trigger spec: expected a dict with a 'name' field, got {spec!r}")
-    params = {k: v for k, v in spec.items() if k != "name"}
-    if spec["name"] == "dynamic":
-        from snnsec.attacks.backdoor.dynamic import DynamicTrigger
-
-        return DynamicTrigger.from_spec(spec, base_dir=base_dir)
-    return make_trigger(spec["name"], **params)
+    cls = trigger_class(spec["name"])
+    if cls.learned:
+        return cls.from_spec(spec, base_dir=base_dir)
+    return make_trigger(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
