@@ -31,12 +31,21 @@ TRIGGER_NAMES = ("dynamic", "flash", "framed", "moving", "smart", "static", "str
 
 @dataclass(frozen=True)
 class AttackInfo:
+    """One attack and its capabilities, which the adapter reads instead of the name."""
+
     name: str
     threat: str  # "linf" | "l2" | "minimal"
     white_box: bool
     build: Callable[..., torchattacks.Attack]
     description: str
     uses_eps: bool = True
+    # iterations at full strength (None: the attack takes no step count); fast caps them at 10
+    full_steps: int | None = None
+    uses_queries: bool = False  # a query budget (Square, inside AutoAttack)
+    # forwards averaged per gradient (expectation over transformation); None: not an option
+    eot_iter: int | None = None
+    # inputs mapped into (m, 1 - m) before attacking, the perturbation carried back after
+    input_margin: float = 0.0
 
 
 def _pgd_alpha(eps: float, steps: int) -> float:
@@ -47,7 +56,9 @@ def _pgd_alpha(eps: float, steps: int) -> float:
 # Original AutoAttack ("standard", fra31/auto-attack) runs APGD/APGD-T/FAB-T with 100 iterations,
 # 9 target classes and Square with 5,000 queries; torchattacks defaults to 10 steps and a time
 # seed. Fast: the same pipeline at a strength the unit tests can afford (not for reported numbers).
-AUTOATTACK_STRENGTH = {"standard": {"steps": 100, "queries": 5000}, "fast": {"steps": 10, "queries": 100}}
+FULL_QUERIES, FAST_QUERIES = 5000, 100
+FAST_STEPS = 10
+AUTOATTACK_STRENGTH = {"standard": {"steps": 100, "queries": FULL_QUERIES}, "fast": {"steps": FAST_STEPS, "queries": FAST_QUERIES}}
 
 
 def _targets(num_classes: int) -> int:
@@ -67,53 +78,66 @@ def _build_autoattack(m, eps, *, steps, seed, num_classes, queries, **_):
     return torchattacks.MultiAttack(comps)
 
 
-def _info(name, threat, white_box, build, description, uses_eps=True):
-    return name, AttackInfo(name, threat, white_box, build, description, uses_eps)
+def _info(name, threat, white_box, build, description, **capabilities):
+    return name, AttackInfo(name, threat, white_box, build, description, **capabilities)
+
+
+# full-strength steps: PGD-20 (Madry et al.), APGD/FAB 100 (AutoAttack), CW 100, DeepFool 50
+_PGD_STEPS, _APGD_STEPS = 20, 100
+# EOTPGD exists for stochastic models: 10 draws per step (torchattacks' 2 is too few to average out
+# a Poisson encoder); the APGD family takes one draw unless told
+_EOT_DRAWS = 10
+# CW optimises in tanh space: atanh(2x - 1) is infinite at exactly 0 and 1, so binary frames get a
+# zero gradient and no perturbation. They are mapped into (0, 1) by this margin first.
+CW_MARGIN = 0.01
 
 
 ATTACKS: dict[str, AttackInfo] = dict([
     _info("fgsm", "linf", True, lambda m, eps, **k: torchattacks.FGSM(m, eps=eps), "FGSM, one signed gradient step"),
     _info("bim", "linf", True,
           lambda m, eps, *, steps, **k: torchattacks.BIM(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps),
-          "BIM (iterative FGSM, no random start)"),
+          "BIM (iterative FGSM, no random start)", full_steps=_PGD_STEPS),
     _info("pgd", "linf", True,
           lambda m, eps, *, steps, **k: torchattacks.PGD(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps,
                                                          random_start=True),
-          "PGD with uniform random start, step 2.5*eps/steps"),
+          "PGD with uniform random start, step 2.5*eps/steps", full_steps=_PGD_STEPS),
     _info("eotpgd", "linf", True,
           lambda m, eps, *, steps, eot_iter, **k: torchattacks.EOTPGD(m, eps=eps, alpha=_pgd_alpha(eps, steps),
                                                                       steps=steps, eot_iter=eot_iter),
-          "PGD with gradients averaged over eot_iter forwards (stochastic models)"),
+          "PGD with gradients averaged over eot_iter forwards (stochastic models)", full_steps=_PGD_STEPS,
+          eot_iter=_EOT_DRAWS),
     _info("pgdl2", "l2", True,
           lambda m, eps, *, steps, **k: torchattacks.PGDL2(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps),
-          "PGD in an L2 ball of radius eps"),
+          "PGD in an L2 ball of radius eps", full_steps=_PGD_STEPS),
     _info("apgd", "linf", True,
           lambda m, eps, *, steps, seed, eot_iter, **k: torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps,
                                                                           loss="ce", seed=seed, eot_iter=eot_iter),
-          "APGD-CE (Croce & Hein 2020)"),
+          "APGD-CE (Croce & Hein 2020)", full_steps=_APGD_STEPS, eot_iter=1),
     _info("apgd-dlr", "linf", True,
           lambda m, eps, *, steps, seed, eot_iter, **k: torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps,
                                                                           loss="dlr", seed=seed, eot_iter=eot_iter),
-          "APGD on the DLR loss"),
+          "APGD on the DLR loss", full_steps=_APGD_STEPS, eot_iter=1),
     _info("apgdt", "linf", True,
           lambda m, eps, *, steps, seed, num_classes, eot_iter, **k: torchattacks.APGDT(
               m, norm="Linf", eps=eps, steps=steps, seed=seed, n_classes=_targets(num_classes), eot_iter=eot_iter),
-          "APGD-T, targeted DLR over the 9 most likely other classes"),
+          "APGD-T, targeted DLR over the 9 most likely other classes", full_steps=_APGD_STEPS, eot_iter=1),
     _info("fab", "linf", True,
           lambda m, eps, *, steps, seed, num_classes, **k: torchattacks.FAB(
               m, norm="Linf", eps=eps, steps=steps, seed=seed, multi_targeted=True, n_classes=_targets(num_classes)),
-          "FAB-T (minimal-norm, projected into the eps ball)"),
+          "FAB-T (minimal-norm, projected into the eps ball)", full_steps=_APGD_STEPS),
     _info("square", "linf", False,
           lambda m, eps, *, seed, queries, **k: torchattacks.Square(m, norm="Linf", eps=eps, n_queries=queries, seed=seed),
-          "Square Attack (black-box, score-based)"),
+          "Square Attack (black-box, score-based)", full_steps=1, uses_queries=True),
     _info("autoattack", "linf", True, _build_autoattack,
-          "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (per-sample worst case)"),
+          "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (per-sample worst case)", full_steps=_APGD_STEPS,
+          uses_queries=True),
     _info("cw", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.CW(m, c=1, kappa=0, steps=steps, lr=0.01),
-          "Carlini-Wagner L2 (inputs mapped into (0, 1) first)", uses_eps=False),
+          "Carlini-Wagner L2 (inputs mapped into (0, 1) first)", uses_eps=False, full_steps=100,
+          input_margin=CW_MARGIN),
     _info("deepfool", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.DeepFool(m, steps=steps),
-          "DeepFool (minimal L2)", uses_eps=False),
+          "DeepFool (minimal L2)", uses_eps=False, full_steps=50),
     _info("sparsefool", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.SparseFool(m, steps=steps),
-          "SparseFool (minimal L0)", uses_eps=False),
+          "SparseFool (minimal L0)", uses_eps=False, full_steps=10),
     _info("onepixel", "minimal", False, lambda m, eps, **k: torchattacks.OnePixel(m, pixels=1, steps=10, popsize=10),
           "One-pixel differential evolution (black-box L0)", uses_eps=False),
 ])

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torchattacks
 
-from snnsec.attacks.catalog import ATTACKS, AUTOATTACK_STRENGTH, attack_names
+from snnsec.attacks.catalog import ATTACKS, FAST_QUERIES, FAST_STEPS, FULL_QUERIES, attack_names
 from snnsec.harness import AttackView, preserve_modes
 
 __all__ = ["ATTACKS", "Attack", "Counter", "attack_names"]
@@ -65,15 +65,6 @@ class Counter(nn.Module):
 
 
 
-# default steps per attack at full strength; "fast" divides iterative budgets for unit tests
-_FULL_STEPS = {"bim": 20, "pgd": 20, "eotpgd": 20, "pgdl2": 20, "apgd": 100, "apgd-dlr": 100, "apgdt": 100, "fab": 100,
-               "cw": 100, "deepfool": 50, "sparsefool": 10}
-_FAST_STEPS = {k: min(v, 10) for k, v in _FULL_STEPS.items()}
-_FULL_QUERIES, _FAST_QUERIES = 5000, 100
-
-# CW optimises in tanh space: atanh(2x - 1) is infinite at exactly 0 and 1, so binary frames get
-# a zero gradient and no perturbation. Map them into (0, 1) by this margin before attacking.
-CW_MARGIN = 0.01
 
 
 class Attack:
@@ -104,16 +95,11 @@ class Attack:
         if num_classes is None:
             raise ValueError(f"attack {name}: pass num_classes (the model has no .num_classes)")
         self.num_classes = int(num_classes)
-        table = _FAST_STEPS if fast else _FULL_STEPS
-        self.steps = int(steps) if steps is not None else table.get(name, 1)
-        self.queries = int(queries) if queries is not None else (_FAST_QUERIES if fast else _FULL_QUERIES)
-        # EOTPGD exists for stochastic models: 10 draws per step unless told (torchattacks' 2 is too
-        # few to average out a Poisson encoder); the other attacks take one forward per step
-        self.eot_iter = int(eot_iter) if eot_iter is not None else (10 if name == "eotpgd" else 1)
-        if name == "autoattack":
-            strength = AUTOATTACK_STRENGTH["fast" if fast else "standard"]
-            self.steps = int(steps) if steps is not None else strength["steps"]
-            self.queries = int(queries) if queries is not None else strength["queries"]
+        info = self.info
+        full = info.full_steps or 1
+        self.steps = int(steps) if steps is not None else (min(full, FAST_STEPS) if fast else full)
+        self.queries = int(queries) if queries is not None else (FAST_QUERIES if fast else FULL_QUERIES)
+        self.eot_iter = int(eot_iter) if eot_iter is not None else (info.eot_iter or 1)
         self.options = dict(options)
         self.counter = Counter(AttackView(model))
         self._build()  # fail now on a bad option, not in the middle of an evaluation
@@ -122,14 +108,14 @@ class Attack:
         out = {"attack": self.name, "threat": self.info.threat, "seed": self.seed}
         if self.info.uses_eps:
             out["eps"] = self.eps
-        if self.name not in ("fgsm", "onepixel"):
+        if self.info.full_steps is not None:
             out["steps"] = self.steps
-        if self.name in ("square", "autoattack"):
+        if self.info.uses_queries:
             out["queries"] = self.queries
-        if self.name in ("eotpgd", "apgd", "apgd-dlr", "apgdt"):
+        if self.info.eot_iter is not None:
             out["eot_iter"] = self.eot_iter
-        if self.name == "cw":
-            out["input_margin"] = CW_MARGIN
+        if self.info.input_margin:
+            out["input_margin"] = self.info.input_margin
         return {**out, **self.options}
 
     def _build(self) -> torchattacks.Attack:
@@ -146,10 +132,11 @@ class Attack:
         packed = view.pack(x)
         with preserve_modes(self.model), _rng_guard(self.seed):
             atk = self._build()
-            inp = CW_MARGIN + (1 - 2 * CW_MARGIN) * packed if self.name == "cw" else packed
+            m = self.info.input_margin
+            inp = m + (1 - 2 * m) * packed if m else packed
             adv = atk(inp, y)
-        if self.name == "cw":
-            # carry CW's perturbation of the mapped input back to the original one
+        if m:
+            # carry the perturbation of the mapped input back to the original one
             adv = (packed + (adv - inp)).clamp(0.0, 1.0)
         return view.unpack(adv.detach())
 
