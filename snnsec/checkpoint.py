@@ -403,3 +403,22 @@ def load(path: str | os.PathLike, *, arch: str | Callable | None = None) -> tupl
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, meta
+
+
+def matching_dataset(meta: dict[str, Any], *, data: str | None = None, root=None, split: str = "test",
+                     T: int | None = None, data_opts: dict | None = None, source: str = "checkpoint"):
+    """``(dataset, spec)``: a split of ``data`` (default the checkpoint's dataset) framed as the
+    checkpoint's DataSpec (T unless given, slicing, binarisation), refused unless its frames
+    ``(P, H, W)`` and classes are what the model takes."""
+    from snnsec.data import load
+    from snnsec.data.spec import DataSpec
+
+    ck = DataSpec.from_dict(meta["spec"], source=f"{source}: field 'spec'")
+    name = data or ck.name
+    kw = {"T": int(T) if T is not None else ck.T, "slicing": ck.slicing, "binary": ck.binary, **(data_opts or {})}
+    ds, spec = load(name, split=split, root=root, **kw)
+    if tuple(spec.frame_shape[1:]) != tuple(ck.frame_shape[1:]) or spec.num_classes != ck.num_classes:
+        raise ValueError(f"{source}: the model takes frames {tuple(ck.frame_shape[1:])} (P, H, W) with "
+                         f"{ck.num_classes} classes, but {name} gives {tuple(spec.frame_shape[1:])} with "
+                         f"{spec.num_classes}; pass data of the kind it was trained on (--data/--root)")
+    return ds, spec

@@ -451,18 +451,11 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data: str | None = None, roo
     "data", "recorded"}`` where ``recorded`` is the accuracy stored in the checkpoint.
     """
     from snnsec import checkpoint, results
-    from snnsec.data import load
-    from snnsec.data.spec import DataSpec
 
     model, meta = checkpoint.load(path, arch=arch)
-    ck_spec = DataSpec.from_dict(meta["spec"], source=f"{path}: field 'spec'")
-    name = data or ck_spec.name
-    Tn = int(T) if T is not None else ck_spec.T
-    kw = {"T": Tn, "slicing": ck_spec.slicing, "binary": ck_spec.binary, **(data_opts or {})}
-    ds, spec = load(name, split=split, root=root, **kw)
-    if spec.frame_shape[1:] != ck_spec.frame_shape[1:] or spec.num_classes != ck_spec.num_classes:
-        raise ValueError(f"{path}: the model takes frames {ck_spec.frame_shape[1:]} (P, H, W) with "
-                         f"{ck_spec.num_classes} classes, but {name} gives {spec.frame_shape[1:]} with {spec.num_classes}")
+    ds, spec = checkpoint.matching_dataset(meta, data=data, root=root, split=split, T=T, data_opts=data_opts,
+                                           source=str(path))
+    name, Tn = data or meta["spec"]["name"], spec.T
     acc = evaluate(model, ds, batch_size=batch_size, progress=progress)
     out = {"clean_accuracy": acc, "n": len(ds), "split": split, "T": Tn, "data": name,
            "recorded": (meta.get("metrics") or {}).get("clean_accuracy")}

@@ -118,21 +118,15 @@ def combine(detections: dict[str, defenses.Detection]) -> tuple[bool, int | None
 
 def clean_samples(meta: dict, n: int, *, data: str | None = None, root=None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """``n`` test samples, balanced over classes, of ``data`` or the checkpoint's dataset."""
-    from snnsec.data import load
-    from snnsec.data.spec import DataSpec
+    from snnsec.checkpoint import matching_dataset
 
-    spec = DataSpec.from_dict(meta["spec"], source="checkpoint metadata")
-    name = data or spec.name
-    ds, dspec = load(name, split="test", root=root, T=spec.T, slicing=spec.slicing, binary=spec.binary)
-    if tuple(dspec.frame_shape) != tuple(spec.frame_shape):
-        raise ValueError(f"--data {name}: frames {tuple(dspec.frame_shape)} do not match the checkpoint's input "
-                         f"{tuple(spec.frame_shape)} (field 'spec' of the checkpoint metadata)")
+    ds, _ = matching_dataset(meta, data=data, root=root, source="checkpoint metadata")
     y = torch.as_tensor(np.asarray(ds.targets)).long()
     g = torch.Generator().manual_seed(seed)
     per_class = [torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)] for c in y.unique()]
     idx = _round_robin(per_class)[:n]
     x = torch.stack([torch.as_tensor(ds[int(i)][0]) for i in idx]).float()
-    return x, y[idx], name
+    return x, y[idx], data or str(meta["spec"]["name"])
 
 
 def _round_robin(groups: list[torch.Tensor]) -> torch.Tensor:

@@ -11,19 +11,14 @@ from snnsec._io import atomic_write_json
 from snnsec.attacks.adversarial.evaluate import AdversarialEvaluation, EvalConfig, evaluate
 from snnsec.attacks.adversarial.report import evaluation_rows
 
-__all__ = ["load_samples", "run_checkpoint", "save_evaluation"]
+__all__ = ["random_subset", "run_checkpoint", "save_evaluation"]
 
 
-def load_samples(data: str, *, split: str = "test", root=None, n_samples: int | None = None, seed: int = 0,
-                 T: int | None = None, slicing: str | None = None, binary: bool | None = None):
-    """``(x [N, T, P, H, W], y [N], spec)``: a seeded random subset of ``n_samples`` (all if None).
+def random_subset(ds, n_samples: int | None = None, seed: int = 0):
+    """``(x [N, T, P, H, W], y [N])``: a seeded random subset of ``n_samples`` samples (all if None).
 
     A random subset, not the first N: test splits are often stored class by class.
     """
-    from snnsec.data import load
-
-    kw = {k: v for k, v in (("T", T), ("slicing", slicing), ("binary", binary)) if v is not None}
-    ds, spec = load(data, split=split, root=root, **kw)
     n = len(ds)
     if n_samples is not None and int(n_samples) < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -32,7 +27,7 @@ def load_samples(data: str, *, split: str = "test", root=None, n_samples: int | 
         idx = idx[: int(n_samples)]
     idx = idx.sort().values.tolist()
     xs, ys = zip(*(ds[i] for i in idx))
-    return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in xs]), torch.as_tensor(ys, dtype=torch.long), spec
+    return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in xs]), torch.as_tensor(ys, dtype=torch.long)
 
 
 def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str = "test",
@@ -46,21 +41,16 @@ def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str
     checkpoint's ``module:function`` factory (:func:`snnsec.checkpoint.load`).
     """
     from snnsec import checkpoint as ckpt
-    from snnsec.data.spec import DataSpec
 
     model, meta = ckpt.load(checkpoint, arch=arch)
-    ck_spec = DataSpec.from_dict(meta["spec"], source=f"{checkpoint}: field 'spec'")
-    name = data or ck_spec.name
-    x, y, spec = load_samples(name, split=split, root=root, n_samples=n_samples, seed=config.seed, T=ck_spec.T,
-                              slicing=ck_spec.slicing, binary=ck_spec.binary)
-    if tuple(x.shape[1:]) != tuple(getattr(model, "input_shape", x.shape[1:])):
-        raise ValueError(f"{checkpoint}: the model takes frames {tuple(model.input_shape)}, but {name} gives "
-                         f"{tuple(x.shape[1:])}")
+    ds, spec = ckpt.matching_dataset(meta, data=data, root=root, split=split, source=str(checkpoint))
+    name = data or spec.name
+    x, y = random_subset(ds, n_samples, config.seed)
     ev = evaluate(model, x, y, config, progress=progress)
     run_cfg = {"kind": "adversarial", "checkpoint": str(checkpoint), "data": name,
                "root": None if root is None else str(root), "split": split, "n_samples": int(x.shape[0]),
                "eval": config.to_dict()}
-    common = dict(dataset=spec.name, model=str(meta.get("arch")), T=ck_spec.T, seed=config.seed, config=run_cfg)
+    common = dict(dataset=spec.name, model=str(meta.get("arch")), T=spec.T, seed=config.seed, config=run_cfg)
     if out is not None:
         metrics = save_evaluation(ev, Path(out), store=store, **common)
     else:
