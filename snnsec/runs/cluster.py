@@ -25,6 +25,7 @@ nodes the same paths (a shared file system) or absolute ones.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import time
 from typing import Callable
@@ -77,7 +78,7 @@ class RayCells:
             # busy processes on 2 cores). The cells are the work the user asked for: nice 0.
             os.environ.setdefault("RAY_worker_niceness", "0")
             # the local cluster's workers inherit this process's environment
-            ray.init(address="local", num_cpus=self.workers * self.cpus, num_gpus=None if self.gpus == 0 else
+            ray.init(address="local", num_cpus=math.ceil(self.workers * self.cpus), num_gpus=None if self.gpus == 0 else
                      max(1, round(self.workers * self.gpus)), object_store_memory=OBJECT_STORE_BYTES, **common)
             self._started = True
             self.capacity = self.workers
