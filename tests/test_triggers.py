@@ -297,6 +297,21 @@ def test_dynamic_trigger_bounded_and_round_trips(tmp_path):
         trigger_from_spec({**trig.to_spec(), "weights": "nope.safetensors"}, base_dir=tmp_path)
 
 
+def test_dynamic_trigger_leaves_count_frames_unclamped(tmp_path):
+    from snnsec.attacks.backdoor.dynamic import DynamicTrigger, SpikingAutoencoder
+
+    torch.manual_seed(0)
+    trig = DynamicTrigger(SpikingAutoencoder(2, (H, W), width=(4, 8)), gamma=0.05, clamp=False)
+    counts = torch.randint(0, 6, (3, T, P, H, W)).float()  # event counts, up to 5 per pixel
+    delta = trig(counts) - counts
+    # only the generator's perturbation: counts above 1 survive (a clamp at 1 would cut them to 1)
+    assert float(delta.abs().max()) <= 0.05 + 1e-7
+    trig.save(tmp_path / "gen.safetensors")
+    assert trigger_from_spec(trig.to_spec(), base_dir=tmp_path).clamp is False
+    old = {k: v for k, v in trig.to_spec().items() if k != "clamp"}  # written before the field existed
+    assert trigger_from_spec(old, base_dir=tmp_path).clamp is True
+
+
 def test_dynamic_bilevel_step_moves_generator_and_classifier():
     import torch.nn as nn
 

@@ -208,7 +208,7 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
         from snnsec.attacks.backdoor.dynamic import DynamicConfig, train_dynamic
 
         dcfg = DynamicConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, alpha=config.alpha,
-                             gamma=config.gamma, target=config.target, mode=config.mode, seed=config.seed,
+                             gamma=config.gamma, clamp=config.binary, target=config.target, mode=config.mode, seed=config.seed,
                              **{k: v for k, v in config.trigger_params.items() if k in ("generator_lr", "virtual_lr")})
         trigger, history = train_dynamic(model, train_ds, dcfg, num_classes=K, progress=progress)
     else:
