@@ -124,3 +124,20 @@ def test_resources_are_checked_and_not_part_of_a_cell(tmp_path):
         p.write_text(base + "[resources]\n" + "".join(f"{k} = {v}\n" for k, v in bad.items()))
         with pytest.raises(ValueError, match=msg):
             bench.load_spec(p)
+
+
+def test_address_joins_a_running_cluster(toy, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    monkeypatch.setenv("RAY_worker_niceness", "0")
+    started = subprocess.run([ray_cli, "start", "--head", "--port", "6389", "--num-cpus", "2", "--include-dashboard",
+                              "false", "--disable-usage-stats"], capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        s = bench.run_spec(toy(), store=tmp_path / "s.sqlite", progress=False, log=lambda m: None, address="auto")
+        assert (s.ran, s.skipped) == (4, 0)
+        assert len(results.load(tmp_path / "s.sqlite").config_hash.unique()) == 4
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True)

@@ -84,7 +84,12 @@ class RayCells:
             self.capacity = self.workers
         else:
             env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV)}
-            ray.init(address=self.address, runtime_env={"env_vars": env}, **common)
+            try:
+                ray.init(address=self.address, runtime_env={"env_vars": env}, **common)
+            except ConnectionError as exc:
+                raise ValueError(f"bench --address {self.address}: no Ray cluster answers there ({exc}); start one "
+                                 "with `ray start --head` on that machine, or pass 'auto' for the cluster this "
+                                 "machine belongs to") from None
             total = ray.cluster_resources()
             fits = [total.get("CPU", 0) / self.cpus] + ([total.get("GPU", 0) / self.gpus] if self.gpus else [])
             self.capacity = max(1, int(min(fits)))
