@@ -96,6 +96,7 @@ class RayCells:
             if self.workers is not None:
                 self.capacity = min(self.capacity, self.workers)
             if int(min(fits)) < 1:
+                ray.shutdown()
                 raise ValueError(f"bench --address {self.address}: the cluster has {total.get('CPU', 0):g} CPUs and "
                                  f"{total.get('GPU', 0):g} GPUs; a cell asks for {self.cpus:g} and {self.gpus:g} "
                                  "([resources] of the spec)")
