@@ -67,6 +67,7 @@ __all__ = [
     "StraightThrough",
     "calibrate_bn",
     "clone",
+    "device_of",
     "encode",
     "inspection_mode",
     "make_surrogate",
@@ -563,7 +564,7 @@ class SpikingClassifier(nn.Module):
             # eval so that the probe forward cannot touch BatchNorm running statistics
             with preserve_modes(self), torch.no_grad():
                 self.eval()
-                self(torch.zeros(1, *self.input_shape, device=self._device()))
+                self(torch.zeros(1, *self.input_shape, device=device_of(self)))
         finally:
             for h in hooks:
                 h.remove()
@@ -572,10 +573,6 @@ class SpikingClassifier(nn.Module):
             if not order or order[-1][1] is not m:
                 order = [e for e in order if e[1] is not m] + [(names[m], m)]
         return order
-
-    def _device(self) -> torch.device:
-        p = next(self.parameters(), None)
-        return p.device if p is not None else torch.device("cpu")
 
     def taps(self, x: torch.Tensor, return_logits: bool = False):
         """Named inner activations for one forward on ``x``.
@@ -696,7 +693,9 @@ class AttackView(nn.Module):
         super().__init__()
         self.classifier = classifier
         shape = getattr(classifier, "input_shape", None)
-        self._shape: tuple[int, ...] | None = tuple(int(v) for v in shape) if shape is not None else None
+        # a classifier's frame shape is fixed; another module's is taken from the frames packed for it
+        self._fixed = shape is not None
+        self._shape: tuple[int, ...] | None = tuple(int(v) for v in shape) if self._fixed else None
 
     # torchattacks restores the mode it finds on the model it is given; the view's own flag would
     # be a stale copy (a fresh module says True and would leave an eval classifier in train mode
@@ -721,15 +720,14 @@ class AttackView(nn.Module):
     def pack(self, frames: torch.Tensor) -> torch.Tensor:
         """``[B, T, P, H, W]`` -> ``[B, T*P, H, W]``; static images ``[B, C, H, W]`` unchanged."""
         if frames.ndim == 5:
-            if not hasattr(self.classifier, "input_shape"):
+            if not self._fixed:
                 self._shape = tuple(frames.shape[1:])
             return frames.flatten(1, 2)
-        if frames.ndim == 4 and not hasattr(self.classifier, "input_shape"):
+        if frames.ndim == 4 and not self._fixed:
             self._shape = None
             return frames
         raise ValueError(f"attack input must be frames [B, T, P, H, W]"
-                         f"{'' if hasattr(self.classifier, 'input_shape') else ' or static images [B, C, H, W]'}, "
-                         f"got {tuple(frames.shape)}")
+                         f"{'' if self._fixed else ' or static images [B, C, H, W]'}, got {tuple(frames.shape)}")
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T*P, H, W]`` -> ``[B, T, P, H, W]`` (static images unchanged)."""
@@ -738,6 +736,12 @@ class AttackView(nn.Module):
 
 # --------------------------------------------------------------------------------------------
 # inference: the one place that runs a model for predictions
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (the CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -761,7 +765,7 @@ def predict(model: nn.Module, frames: torch.Tensor, *, batch_size: int = 256) ->
     Each batch is a fresh forward: the model resets its state (:class:`SpikingClassifier`)."""
     if len(frames) == 0:
         raise ValueError("predict: no frames given")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device_of(model)
     with preserve_modes(model):
         model.eval()
         return torch.cat([model(frames[i:i + int(batch_size)].to(device).float()).cpu()

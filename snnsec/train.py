@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnsec.harness import predict, preserve_modes  # noqa: F401  (predict: snnsec.train.predict is public)
+from snnsec.harness import device_of, predict, preserve_modes  # noqa: F401  (predict: snnsec.train.predict is public)
 from snnsec.train_settings import LOSSES, SCHEDULES, TRAIN_AUGMENT
 
 
@@ -217,11 +217,6 @@ def _targets(ds) -> list[int] | torch.Tensor:
     return t
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
@@ -232,7 +227,7 @@ def _progress(total: int, enabled: bool, desc: str):
 @torch.no_grad()
 def evaluate(model: nn.Module, data, *, batch_size: int = 256, progress: bool = False) -> float:
     """Accuracy of ``model`` (eval mode, modes restored) on a dataset, a DataLoader or ``(x, y)`` tensors."""
-    device = _device(model)
+    device = device_of(model)
     correct = total = 0
     with preserve_modes(model):
         model.eval()
@@ -296,7 +291,7 @@ def _train(model: nn.Module, train_ds, test_ds, config: TrainConfig, *, progress
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(config.epochs) if per_epoch else total_steps)
     augment = make_augment(config.augment)
     gen = torch.Generator().manual_seed(int(config.seed))
-    device = _device(model)
+    device = device_of(model)
     history: dict[str, list] = {k: [] for k in ("epoch", "loss", "train_accuracy", "test_accuracy", "lr", "seconds",
                                                            "eval_seconds")}
 
@@ -392,8 +387,8 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
 
     This is ``snnsec train``. ``recipe`` is an object with ``build(model)`` and ``to_dict()``
     (default: :class:`LossRecipe` of ``config.loss``). With ``out``, writes the checkpoint
-    (:func:`snnsec.checkpoint.save`) and ``out/metrics.json``; result rows always go to
-    ``store`` (default :func:`snnsec.results.default_store_path`).
+    (:func:`snnsec.checkpoint.save`) and ``out/metrics.json``; result rows go to ``store`` when
+    one is given.
     """
     from snnsec import checkpoint, results
     from snnsec._io import atomic_write_json

@@ -90,7 +90,6 @@ class _Frames(torch.utils.data.Dataset):
     ("abl", {"ca_before", "asr_before", "ca", "asr", "ra", "der"}),
 ])
 def test_defense_bench_cell(setup, monkeypatch, name, expected):
-    import snnsec.data
     from snnsec.runs import defense_cells as bench_cells
 
     x, y, model, _, xt, yt = setup
@@ -102,7 +101,13 @@ def test_defense_bench_cell(setup, monkeypatch, name, expected):
     meta = {"attack": {"target": TARGET}, "arch": "tiny-repair-net", "arch_kwargs": {},
             "build": {"in_channels": P, "num_classes": model.num_classes, "sensor_hw": [H, W], "T": T}}
     monkeypatch.setattr(bench_cells, "backdoored_model", lambda cell, **kw: (model, stamp_corner, meta))
-    monkeypatch.setattr(snnsec.data, "load", lambda name_, split, **kw: (_Frames(x, y) if split == "train" else _Frames(xt, yt), None))
+    from types import SimpleNamespace
+
+    from snnsec import checkpoint
+
+    spec = SimpleNamespace(num_classes=model.num_classes)
+    monkeypatch.setattr(checkpoint, "matching_dataset",
+                        lambda meta, *, split="test", **kw: (_Frames(x, y) if split == "train" else _Frames(xt, yt), spec))
     params = {"nc": {"epochs": 2, "batches_per_epoch": 2}, "margin": {"steps": 5}, "strip": {"n_overlays": 4},
               "fine-pruning": {"finetune_epochs": 1}, "abl": {"tuning_epochs": 1, "finetuning_epochs": 1, "unlearning_epochs": 1}}
     out = bench_cells.defense_cell({"kind": "defense", "dataset": "tiny", "model": "tiny", "T": 4, "trigger": "static",

@@ -358,3 +358,17 @@ def test_trigger_registry_flags_and_the_clis_names():
     assert not any(trigger_class(n).learned for n in TRIGGER_NAMES if n != "dynamic")
     with pytest.raises(ValueError, match="learned with the model"):
         make_trigger("dynamic")
+
+
+def test_dynamic_trigger_weights_are_read_only_beside_the_checkpoint(tmp_path):
+    from snnsec.attacks.backdoor.dynamic import DynamicTrigger, SpikingAutoencoder
+
+    trig = DynamicTrigger(SpikingAutoencoder(2, (H, W), width=(4, 8)), gamma=0.05)
+    (tmp_path / "ck").mkdir()
+    trig.save(tmp_path / "elsewhere.safetensors")
+    for bad in (str(tmp_path / "elsewhere.safetensors"), "../elsewhere.safetensors"):
+        with pytest.raises(ValueError, match="field 'weights' must be a file name beside the checkpoint"):
+            trigger_from_spec({**trig.to_spec(), "weights": bad}, base_dir=tmp_path / "ck")
+    (tmp_path / "ck" / "a-folder").mkdir()
+    with pytest.raises(ValueError, match="must be a regular file"):
+        trigger_from_spec({**trig.to_spec(), "weights": "a-folder"}, base_dir=tmp_path / "ck")

@@ -29,6 +29,7 @@ import math
 import os
 import time
 from typing import Callable
+from unittest import mock
 
 # Ray's default for tasks; a worker killed this many times in a row fails the run.
 MAX_RETRIES = 3
@@ -75,11 +76,13 @@ class RayCells:
         if self.address is None:
             # Ray starts workers at niceness 15 so its own daemons stay responsive; beside other
             # jobs at 0 such a worker starved (importing torch took 56 s instead of 2.5 s with two
-            # busy processes on 2 cores). The cells are the work the user asked for: nice 0.
-            os.environ.setdefault("RAY_worker_niceness", "0")
-            # the local cluster's workers inherit this process's environment
-            ray.init(address="local", num_cpus=math.ceil(self.workers * self.cpus), num_gpus=None if self.gpus == 0 else
-                     max(1, round(self.workers * self.gpus)), object_store_memory=OBJECT_STORE_BYTES, **common)
+            # busy processes on 2 cores). The cells are the work the user asked for: nice 0. The
+            # cluster reads it when it starts, so the driver's environment is left as it was after.
+            # The local cluster's workers inherit this process's environment.
+            with mock.patch.dict(os.environ, {"RAY_worker_niceness": os.environ.get("RAY_worker_niceness", "0")}):
+                ray.init(address="local", num_cpus=math.ceil(self.workers * self.cpus),
+                         num_gpus=None if self.gpus == 0 else max(1, round(self.workers * self.gpus)),
+                         object_store_memory=OBJECT_STORE_BYTES, **common)
             self._started = True
             self.capacity = self.workers
         else:

@@ -49,22 +49,21 @@ _DEFENSE_KEYS = ("kind", "defense", "defense_params", "clean_samples")
 def cached_backdoor_checkpoint(cell: dict, *, progress: bool = True) -> Path:
     """The checkpoint folder of the cell's backdoor config (keys outside it ignored), trained
     once and cached under ``$SNNSEC_CKPT_CACHE`` (default ``reports/checkpoints``)."""
-    from snnsec import checkpoint
     from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor
     from snnsec.results import config_hash
+    from snnsec.runs.backdoor import save_backdoor_checkpoint
 
-    bcell = {k: v for k, v in cell.items() if k not in _DEFENSE_KEYS}
+    bcell = _backdoor_keys(cell)
     key = config_hash({"kind": "backdoor-model", **bcell})[:16]
     cache = Path(os.environ.get("SNNSEC_CKPT_CACHE", "reports/checkpoints")) / f"backdoor-{key}"
     if not (cache / "model.json").is_file():
-        cfg = BackdoorConfig.from_cell(bcell)
-        res = run_backdoor(cfg, progress=progress)
-        cache.mkdir(parents=True, exist_ok=True)
-        if res.trigger.has_weights:
-            res.trigger.save(cache / "trigger.safetensors")
-        checkpoint.save(cache, res.model, arch=cfg.model, arch_kwargs=cfg.model_kwargs, spec=res.spec, recipe={"backdoor": bcell},
-                        attack=res.attack_spec(), metrics=res.metrics, seed=cfg.seed)
+        save_backdoor_checkpoint(run_backdoor(BackdoorConfig.from_cell(bcell), progress=progress), cache,
+                                 recipe={"backdoor": bcell})
     return cache
+
+
+def _backdoor_keys(cell: dict) -> dict:
+    return {k: v for k, v in cell.items() if k not in _DEFENSE_KEYS}
 
 
 def backdoored_model(cell: dict, *, progress: bool = True):
@@ -82,8 +81,8 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     import torch
 
     from snnsec import checkpoint, defenses, metrics
-    from snnsec.attacks.backdoor.poison import PoisonedDataset
-    from snnsec.data import frames_and_labels, load
+    from snnsec.attacks.backdoor.run import BackdoorConfig
+    from snnsec.data import frames_and_labels
     from snnsec.harness import predict
 
     name = cell.get("defense")
@@ -98,8 +97,8 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     model, trigger, meta = backdoored_model(cell, progress=progress)
     attack = meta["attack"]
     target = int(attack["target"])
-    kw = {"T": int(cell.get("T", 16))}
-    test_ds, _ = load(cell["dataset"], split="test", root=cell.get("root"), **kw)
+    # the data framed as the model was trained (slicing, binarisation, T), whatever the cell's preset
+    test_ds, spec = checkpoint.matching_dataset(meta, data=cell["dataset"], root=cell.get("root"), source="the cached backdoor checkpoint")
     x_test, y_test = frames_and_labels(test_ds)
     nontarget = y_test != target
     x_trig = trigger(x_test)
@@ -120,10 +119,12 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
         truth = np.r_[np.zeros(int((~half).sum())), np.ones(int(test.sum()))]
         m = result.metrics(truth)
     else:
-        train_ds, _ = load(cell["dataset"], split="train", root=cell.get("root"), **kw)
+        train_ds, _ = checkpoint.matching_dataset(meta, data=cell["dataset"], root=cell.get("root"), split="train",
+                                                  source="the cached backdoor checkpoint")
         x_train, y_train = frames_and_labels(train_ds)
-        # The dynamic attack poisons on the fly; its dataset view uses the same rate and seed.
-        pds = PoisonedDataset(train_ds, trigger, rate=float(cell.get("rate", 0.1)), target=target, seed=int(cell.get("seed", 0)))
+        # The poisoned training set as the attack made it (rate, target, mode, labels, injection);
+        # the dynamic attack poisons on the fly, so its dataset view uses the same rate and seed.
+        pds = BackdoorConfig.from_cell(_backdoor_keys(cell)).poison(train_ds, trigger, spec.num_classes)
         xp, yp = pds.batch_transform(x_train, y_train, torch.arange(len(x_train)))
         if det.kind == "dataset":
             truth = pds.is_poisoned.numpy()

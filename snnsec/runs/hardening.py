@@ -111,15 +111,12 @@ def run_hardening(config: HardeningConfig, *, progress: bool = True) -> Hardenin
 
     poison, bd_cfg = None, None
     if config.backdoor:
-        from snnsec.attacks.backdoor.poison import PoisonedDataset
         from snnsec.attacks.backdoor.run import BackdoorConfig, build_trigger
         from snnsec.attacks.backdoor.triggers import trigger_class
 
         bd_cfg = BackdoorConfig.from_cell({"dataset": config.dataset, "T": config.T, "seed": config.seed, **config.backdoor})
         trigger = build_trigger(bd_cfg, frames_and_labels(train_ds)[0] if trigger_class(bd_cfg.trigger).needs_fit else None)
-        poison = PoisonedDataset(train_ds, trigger, rate=bd_cfg.rate, target=bd_cfg.target, mode=bd_cfg.mode,
-                                 label_mode=bd_cfg.label_mode, seed=config.seed, inject=bd_cfg.inject, num_classes=K,
-                                 exclude_target=bd_cfg.exclude_target)
+        poison = bd_cfg.poison(train_ds, trigger, K)
 
     tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed)
     history = train(model, train_ds, None, tcfg, progress=progress, loss_fn=loss_fn,

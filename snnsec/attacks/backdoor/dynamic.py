@@ -147,19 +147,24 @@ class DynamicTrigger:
     def from_spec(cls, spec: dict[str, Any], *, base_dir=None) -> "DynamicTrigger":
         from safetensors.torch import load_file
 
+        from snnsec.checkpoint import regular_file
+
         missing = [k for k in ("gamma", "in_channels", "hw", "weights") if spec.get(k) is None]
         if missing:
             raise ValueError(f"dynamic trigger spec: missing field(s) {missing}")
-        path = Path(spec["weights"])
-        if base_dir is not None and not path.is_absolute():
-            path = Path(base_dir) / path
-        if not path.is_file():
-            raise FileNotFoundError(f"dynamic trigger spec: generator weights not found at {path}")
+        # a checkpoint's metadata names the file: only a plain name beside the checkpoint is read,
+        # never a path that reaches elsewhere on the machine
+        name = str(spec["weights"])
+        if Path(name).name != name or name in (".", ".."):
+            raise ValueError(f"dynamic trigger spec: field 'weights' must be a file name beside the checkpoint, "
+                             f"got {name!r}")
+        path = (Path(base_dir) if base_dir is not None else Path()) / name
+        regular_file(path, "generator weights")
         gen = SpikingAutoencoder(spec["in_channels"], tuple(spec["hw"]), tuple(spec.get("width", (32, 64))))
         gen.load_state_dict(load_file(str(path)))
         gen.eval()
         # checkpoints written before the field existed were all clamped
-        return cls(gen, float(spec["gamma"]), weights=str(spec["weights"]), clamp=bool(spec.get("clamp", True)))
+        return cls(gen, float(spec["gamma"]), weights=name, clamp=bool(spec.get("clamp", True)))
 
 
 @dataclass

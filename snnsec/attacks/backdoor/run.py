@@ -105,6 +105,12 @@ class BackdoorConfig:
         top["trigger_params"] = {**top["trigger_params"], **trig}
         return cls.make(cell.get("preset", "snnsec"), **top)
 
+    def poison(self, train_ds, trigger, num_classes: int) -> PoisonedDataset:
+        """The training set as this config poisons it with ``trigger``."""
+        return PoisonedDataset(train_ds, trigger, rate=self.rate, target=self.target, mode=self.mode,
+                               label_mode=self.label_mode, seed=self.seed, inject=self.inject, num_classes=num_classes,
+                               exclude_target=self.exclude_target)
+
     def attack_params(self) -> dict[str, Any]:
         p = {"trigger": self.trigger, **self.trigger_params, "target": self.target, "mode": self.mode}
         if trigger_class(self.trigger).learned:
@@ -213,9 +219,7 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
         trigger, history = train_dynamic(model, train_ds, dcfg, num_classes=K, progress=progress)
     else:
         trigger = build_trigger(config, x_train)
-        pds = PoisonedDataset(train_ds, trigger, rate=config.rate, target=config.target, mode=config.mode,
-                              label_mode=config.label_mode, seed=config.seed, inject=config.inject, num_classes=K,
-                              exclude_target=config.exclude_target)
+        pds = config.poison(train_ds, trigger, K)
         poisoned = pds.poisoned_indices
         tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed, loss=config.loss,
                            schedule=config.schedule)
