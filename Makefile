@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-gpu bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the CUDA set (tests/gpu): needs a torch that sees a GPU; skipped, with the reason, elsewhere
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q tests/gpu
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -s tests/benchmarks -p no:cacheprovider --override-ini addopts= --override-ini "python_files=bench_*.py"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from snnsec.harness import preserve_modes, spiking_neurons
+from snnsec.harness import device_of, preserve_modes, spiking_neurons
 
 __all__ = ["LayerRate", "firing_rates"]
 
@@ -72,8 +72,9 @@ def firing_rates(model: nn.Module, x: torch.Tensor, *, batch_size: int = 128) ->
     try:
         with preserve_modes(model):
             model.eval()
+            dev = device_of(model)
             for i in range(0, len(x), batch_size):
-                model(x[i:i + batch_size])
+                model(x[i:i + batch_size].to(dev))
     finally:
         for h in hooks:
             h.remove()

@@ -35,7 +35,7 @@ import importlib
 import itertools
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -76,6 +76,28 @@ class Spec:
     # what one cell needs when it runs as a Ray task (never part of a cell's config)
     resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1, "num_gpus": 0})
 
+    def on_device(self, device: str) -> "Spec":
+        """This spec with every cell on ``device`` (the CLI's ``--device``)."""
+        return replace(self, cells=[_placed({**c, "device": device}, self.source) for c in self.cells])
+
+    def devices(self) -> set[str]:
+        return {c.get("device", "cpu") for c in self.cells}
+
+
+def _placed(cell: dict[str, Any], source: str) -> dict[str, Any]:
+    """A cell with its ``device`` checked and in one form: absent for the CPU (so a grid that
+    ran before devices existed keeps its cell hashes), ``cuda`` or ``cuda:N`` otherwise."""
+    from snnsec.devices import parse_device
+
+    if "device" not in cell:
+        return cell
+    try:
+        device = parse_device(cell["device"])
+    except ValueError as exc:
+        raise ValueError(f"{source}: field 'device': {exc}") from None
+    rest = {k: v for k, v in cell.items() if k != "device"}
+    return rest if device == "cpu" else {**rest, "device": device}
+
 
 def _as_list(v) -> list:
     return list(v) if isinstance(v, (list, tuple)) else [v]
@@ -111,7 +133,7 @@ def parse_spec(d: dict[str, Any], *, source: str = "spec") -> Spec:
             raise ValueError(f"{source}: sweep {i + 1}: field 'seed' must be an integer or a list of integers, got {sweep['seed']!r}")
         for combo in itertools.product(*[_as_list(sweep[k]) for k in keys]):
             for seed in sweep_seeds:
-                cell = {"kind": d["kind"], **base, **dict(zip(keys, combo)), "seed": int(seed)}
+                cell = _placed({"kind": d["kind"], **base, **dict(zip(keys, combo)), "seed": int(seed)}, source)
                 missing = [k for k in REQUIRED if k not in cell]
                 if missing:
                     raise ValueError(f"{source}: sweep {i + 1} gives cells without {missing} (put them in [base] or the sweep)")
@@ -266,12 +288,13 @@ class InProcess:
 
 def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_run: bool = False,
              log: Callable[[str], None] = print, lease: float = LEASE_SECONDS, workers: int | None = None,
-             address: str | None = None) -> BenchSummary:
+             address: str | None = None, device: str | None = None) -> BenchSummary:
     """Run every cell of ``spec`` not yet in ``store`` (a path; the CLI gives ``--store`` or the default).
 
     Cells run in this process one after another, or, with ``workers`` (a local Ray cluster of
     that many cells at once) or ``address`` (an existing Ray cluster), as Ray tasks
-    (:mod:`snnsec.runs.cluster`); either way only this process writes the store.
+    (:mod:`snnsec.runs.cluster`); either way only this process writes the store. ``device``
+    puts every cell there (default: each cell's ``device`` field, else the CPU).
 
     Several runners (processes, machines sharing the store's file system) may run one spec
     against one store at the same time: each cell is claimed in the store before it runs, so
@@ -287,6 +310,8 @@ def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_
     for module in spec.plugins:
         importlib.import_module(module)
     fn = get_kind(spec.kind)
+    if device is not None:
+        spec = spec.on_device(device)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ValueError(f"bench: workers must be an integer >= 1, got {workers!r}")
     if store is None:
@@ -308,6 +333,10 @@ def run_spec(spec: Spec | str | Path, *, store=None, progress: bool = True, dry_
             log(f"[{i}/{n}] {state} {h[:10]} {labels[i]}")
         return BenchSummary(total=n, skipped=skipped, ran=0, seconds_per_cell=[])
     if workers is None and address is None:
+        from snnsec.devices import check_device
+
+        for d in sorted(spec.devices()):
+            check_device(d, source=f"{spec.source}: cells with device")
         executor = InProcess(fn, progress)
     else:
         from snnsec.runs.cluster import RayCells

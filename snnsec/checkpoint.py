@@ -381,13 +381,14 @@ def check_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str
                      + "; ".join(parts))
 
 
-def load(path: str | os.PathLike, *, arch: str | Callable | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load(path: str | os.PathLike, *, arch: str | Callable | None = None,
+         device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """``(model, meta)`` from a checkpoint folder, ``.safetensors``, ``.json`` or weights-only ``.pt``.
 
     The model is rebuilt from ``meta`` (a registered name, or the ``"module:function"`` factory
     that ``arch`` allows; see the module doc),
     the weights are checked against it (every missing, unexpected or mis-shaped name is
-    listed in the error) and loaded, and the model is returned in eval mode.
+    listed in the error) and loaded, and the model is returned in eval mode on ``device``.
     ``meta["spec"]`` is a dict for :meth:`DataSpec.from_dict`.
     """
     weights, meta_path = _resolve(path)
@@ -401,7 +402,7 @@ def load(path: str | os.PathLike, *, arch: str | Callable | None = None) -> tupl
     model = build_model(meta, source=str(meta_path), arch=arch, state=state, state_source=str(weights))
     check_state(model, state, source=str(weights), arch=meta["arch"])
     model.load_state_dict(state, strict=True)
-    model.eval()
+    model.to(device).eval()
     return model, meta
 
 

@@ -53,7 +53,7 @@ def _cached(path: Path) -> bool:
     return (path / "model.json").is_file() and (path / "model.safetensors").is_file()
 
 
-def ensure_models(cfg: DemoConfig, *, progress: bool = True, log=print) -> dict[str, Path]:
+def ensure_models(cfg: DemoConfig, *, progress: bool = True, log=print, device: str = "cpu") -> dict[str, Path]:
     from snnsec import checkpoint
     from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor
     from snnsec.train import TrainConfig, run_training
@@ -65,21 +65,22 @@ def ensure_models(cfg: DemoConfig, *, progress: bool = True, log=print) -> dict[
     else:
         log("training the clean csnn on ndigits ...")
         run_training(data="ndigits", model="csnn", config=TrainConfig(epochs=cfg.epochs, seed=cfg.seed), out=paths["clean"],
-                     T=cfg.T, progress=progress)
+                     T=cfg.T, progress=progress, device=device)
     if _cached(paths["backdoored"]):
         log(f"reusing the backdoored model cached in {paths['backdoored']}")
     else:
         log(f"training the backdoored csnn ({cfg.trigger} trigger -> class {cfg.target}, {cfg.rate:.0%} poisoned) ...")
         bcfg = BackdoorConfig(dataset="ndigits", T=cfg.T, model="csnn", trigger=cfg.trigger, rate=cfg.rate, target=cfg.target,
                               epochs=cfg.epochs, seed=cfg.seed)
-        res = run_backdoor(bcfg, progress=progress)
+        res = run_backdoor(bcfg, progress=progress, device=device)
         checkpoint.save(paths["backdoored"], res.model, arch="csnn", arch_kwargs={}, spec=res.spec,
                         recipe={"train": {"epochs": cfg.epochs, "seed": cfg.seed}}, attack=res.attack_spec(),
                         metrics=res.metrics, seed=cfg.seed)
     return paths
 
 
-def adversarial(model_path: Path, out: Path, cfg: DemoConfig, *, progress: bool, log=print) -> dict | None:
+def adversarial(model_path: Path, out: Path, cfg: DemoConfig, *, progress: bool, log=print,
+                device: str = "cpu") -> dict | None:
     if importlib.util.find_spec("snnsec.attacks.adversarial") is None:
         log("snnsec.attacks.adversarial is not installed: skipping the adversarial evaluation")
         return None
@@ -88,7 +89,7 @@ def adversarial(model_path: Path, out: Path, cfg: DemoConfig, *, progress: bool,
     from snnsec.runs.adversarial import save_evaluation
     from snnsec.audit import clean_samples
 
-    model, meta = checkpoint.load(model_path)
+    model, meta = checkpoint.load(model_path, device=device)
     x, y, _ = clean_samples(meta, cfg.adversarial_samples, seed=cfg.seed)
     ecfg = EvalConfig(attacks=cfg.adversarial_attacks, eps=cfg.adversarial_eps, seed=cfg.seed, steps_check=False)
     ev = evaluate(model, x, y, ecfg, progress=progress)
@@ -96,27 +97,28 @@ def adversarial(model_path: Path, out: Path, cfg: DemoConfig, *, progress: bool,
                            title="clean csnn on ndigits: accuracy under attack")
 
 
-def run_demo(out="reports/demo", cfg: DemoConfig | None = None, *, progress: bool = True, log=print) -> Path:
+def run_demo(out="reports/demo", cfg: DemoConfig | None = None, *, progress: bool = True, log=print,
+             device: str = "cpu") -> Path:
     from snnsec.audit import audit
 
     cfg = cfg or DemoConfig()
     out = Path(out)
     t0 = time.perf_counter()
-    paths = ensure_models(cfg, progress=progress, log=log)
+    paths = ensure_models(cfg, progress=progress, log=log, device=device)
     t_models = time.perf_counter() - t0
     params = {"nc": {"epochs": cfg.nc_epochs}, "margin": {"steps": cfg.margin_steps}}
     audits = {}
     for name, path in paths.items():
         log(f"auditing the {name} model ...")
         audits[name] = audit(path, out=out / f"audit-{name}", n_clean=cfg.clean_samples, method_params=params,
-                             seed=cfg.seed, progress=progress)
+                             seed=cfg.seed, progress=progress, device=device)
         r = audits[name]
         log(f"  {name}: {'BACKDOOR, target ' + str(r.target) if r.backdoored else 'no backdoor found'} "
             f"({r.info['seconds']:.0f} s)")
     adv = None
     try:
         log(f"adversarial evaluation of the clean model ({', '.join(cfg.adversarial_attacks)}) ...")
-        adv = adversarial(paths["clean"], out / "adversarial", cfg, progress=progress, log=log)
+        adv = adversarial(paths["clean"], out / "adversarial", cfg, progress=progress, log=log, device=device)
     except ImportError as exc:
         log(f"skipping the adversarial evaluation: {exc}")
     seconds = time.perf_counter() - t0

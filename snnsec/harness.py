@@ -115,6 +115,7 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor, passes: int = 3) -> None:
             b.reset_running_stats()
             b.momentum = None
         model.train()
+        x = x.to(device_of(model))
         with torch.no_grad():
             for _ in range(passes):
                 model(x)
@@ -742,6 +743,14 @@ def device_of(model: nn.Module) -> torch.device:
     """Where the model's parameters live (the CPU for a model without any)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def torch_rng_restored() -> Iterator[None]:
+    """torch's generators (the CPU's and every visible GPU's) as they were before the block."""
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=gpus):
+        yield
 
 
 @contextlib.contextmanager

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnsec.harness import device_of, predict, preserve_modes  # noqa: F401  (predict: snnsec.train.predict is public)
+from snnsec.harness import device_of, predict, preserve_modes, torch_rng_restored  # noqa: F401  (predict: snnsec.train.predict is public)
 from snnsec.train_settings import LOSSES, SCHEDULES, TRAIN_AUGMENT
 
 
@@ -67,14 +67,14 @@ def seed_everything(seed: int) -> None:
 def seeded(seed: int):
     """The global generators seeded for the block, and the caller's states back after it: a run
     is reproducible from its seed without changing what the caller draws next."""
-    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-    seed_everything(seed)
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.random.set_rng_state(states[2])
+    states = random.getstate(), np.random.get_state()
+    with torch_rng_restored():
+        seed_everything(seed)
+        try:
+            yield
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
 
 
 @dataclass
@@ -308,9 +308,9 @@ def _train(model: nn.Module, train_ds, test_ds, config: TrainConfig, *, progress
                 x, y = batches(idx)
                 if batch_transform is not None:
                     x, y = batch_transform(x, y, idx)
-                x, y = x.to(device), y.to(device)
-                if augment is not None:
+                if augment is not None:  # on the CPU, with the CPU generator `gen`
                     x = augment(x, gen)
+                x, y = x.to(device), y.to(device)
                 out = loss_fn(model, x, y)
                 loss, logits = out if isinstance(out, tuple) else (out, None)
                 if not torch.isfinite(loss):
@@ -353,9 +353,11 @@ class Setup:
     model: nn.Module
 
 
-def prepare(data: str, model: str, *, root=None, model_kwargs: dict | None = None, **data_opts) -> Setup:
+def prepare(data: str, model: str, *, root=None, model_kwargs: dict | None = None, device: str = "cpu",
+            **data_opts) -> Setup:
     """Load the train and test splits of ``data`` (``data_opts``: T, slicing, binary, ... as
-    :func:`snnsec.data.load`), check that they agree, and build ``model`` for their frames."""
+    :func:`snnsec.data.load`), check that they agree, and build ``model`` for their frames on
+    ``device`` (the data stay on the CPU; batches move to the model)."""
     from snnsec import models
     from snnsec.data import load
 
@@ -365,7 +367,7 @@ def prepare(data: str, model: str, *, root=None, model_kwargs: dict | None = Non
         raise ValueError(f"{data}: train and test splits differ: {spec} vs {test_spec}")
     T, P, H, W = spec.frame_shape
     net = models.build(model, in_channels=P, num_classes=spec.num_classes, sensor_hw=(H, W), T=T, **(model_kwargs or {}))
-    return Setup(train_ds, test_ds, spec, net)
+    return Setup(train_ds, test_ds, spec, net.to(device))
 
 
 @dataclass
@@ -382,15 +384,15 @@ class TrainResult:
 def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.PathLike | None = None,
                  root: str | os.PathLike | None = None, T: int | None = None, slicing: str | None = None,
                  model_kwargs: dict | None = None, data_opts: dict | None = None, recipe=None,
-                 store: str | os.PathLike | None = None, progress: bool = True) -> TrainResult:
-    """Load ``data``, build ``model``, train, measure test accuracy, save and record it.
+                 store: str | os.PathLike | None = None, progress: bool = True, device: str = "cpu") -> TrainResult:
+    """Load ``data``, build ``model`` on ``device``, train, measure test accuracy, save and record it.
 
     This is ``snnsec train``. ``recipe`` is an object with ``build(model)`` and ``to_dict()``
     (default: :class:`LossRecipe` of ``config.loss``). With ``out``, writes the checkpoint
     (:func:`snnsec.checkpoint.save`) and ``out/metrics.json``; result rows go to ``store`` when
     one is given.
     """
-    from snnsec import checkpoint, results
+    from snnsec import checkpoint, devices, results
     from snnsec._io import atomic_write_json
 
     seed_everything(config.seed)
@@ -399,7 +401,7 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
         kw["T"] = int(T)
     if slicing is not None:
         kw["slicing"] = slicing
-    setup = prepare(data, model, root=root, model_kwargs=model_kwargs, **kw)
+    setup = prepare(data, model, root=root, model_kwargs=model_kwargs, device=device, **kw)
     train_ds, test_ds, spec, net = setup.train_ds, setup.test_ds, setup.spec, setup.model
     Tn = spec.frame_shape[0]
     recipe = recipe if recipe is not None else LossRecipe(config.loss)
@@ -417,7 +419,7 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
         train_cfg.pop("loss")  # the recipe's loss is the one used
     run_cfg = {"kind": "train", "data": data, "root": None if root is None else str(root), "T": Tn,
                "slicing": spec.slicing, "binary": spec.binary, "data_opts": data_opts or {}, "model": model,
-               "model_kwargs": model_kwargs or {}, "recipe": recipe_dict}
+               "model_kwargs": model_kwargs or {}, "recipe": recipe_dict, **devices.describe(device)}
     run_id = results.new_run_id()
     out_path = None
     if out is not None:
@@ -437,7 +439,8 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
 
 def evaluate_checkpoint(path: str | os.PathLike, *, data: str | None = None, root: str | os.PathLike | None = None,
                         T: int | None = None, split: str = "test", data_opts: dict | None = None, batch_size: int = 256,
-                        store: str | os.PathLike | None = None, progress: bool = True, arch=None) -> dict[str, Any]:
+                        store: str | os.PathLike | None = None, progress: bool = True, arch=None,
+                        device: str = "cpu") -> dict[str, Any]:
     """Recompute the accuracy of a checkpoint on a split (``snnsec eval``); ``arch`` allows its
     ``module:function`` factory (:func:`snnsec.checkpoint.load`).
 
@@ -445,9 +448,9 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data: str | None = None, roo
     ``clean_accuracy`` row to the store. Returns ``{"clean_accuracy", "n", "split", "T",
     "data", "recorded"}`` where ``recorded`` is the accuracy stored in the checkpoint.
     """
-    from snnsec import checkpoint, results
+    from snnsec import checkpoint, devices, results
 
-    model, meta = checkpoint.load(path, arch=arch)
+    model, meta = checkpoint.load(path, arch=arch, device=device)
     ds, spec = checkpoint.matching_dataset(meta, data=data, root=root, split=split, T=T, data_opts=data_opts,
                                            source=str(path))
     name, Tn = data or meta["spec"]["name"], spec.T
@@ -455,7 +458,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, data: str | None = None, roo
     out = {"clean_accuracy": acc, "n": len(ds), "split": split, "T": Tn, "data": name,
            "recorded": (meta.get("metrics") or {}).get("clean_accuracy")}
     cfg = {"kind": "eval", "checkpoint": str(path), "data": name, "root": None if root is None else str(root),
-           "T": Tn, "split": split, "data_opts": data_opts or {}}
+           "T": Tn, "split": split, "data_opts": data_opts or {}, **devices.describe(device)}
     rows = results.make_rows(run_id=results.new_run_id(), dataset=spec.name, model=meta["arch"], T=Tn,
                              seed=meta.get("seed"), metrics={"clean_accuracy": acc}, config=cfg,
                              extra={"n": len(ds), "split": split, "recipe": meta.get("recipe", {}).get("name")})

@@ -104,3 +104,19 @@ def train_tiny(x, y, epochs=12, seed=0, poison_target=None, rate=0.1, trigger=st
     model.load_state_dict(state)
     return model.eval(), idx
 
+
+
+class FramesDataset(torch.utils.data.Dataset):
+    """Frames and labels as a dataset of the kind snnsec.data.load returns (targets, frames_tensor)."""
+
+    def __init__(self, x, y):
+        self.x, self.targets = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.targets[i])
+
+    def frames_tensor(self):
+        return self.x

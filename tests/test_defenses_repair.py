@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from defense_helpers import poison, stamp_corner, synthetic, tiny, train_tiny
+from defense_helpers import FramesDataset, poison, stamp_corner, synthetic, tiny, train_tiny
 from snnsec import defenses, metrics
 from snnsec.harness import predict
 
@@ -67,20 +67,6 @@ def test_abl_isolates_then_unlearns(setup):
     assert r.extra["isolated_loss_after_unlearning"] > r.extra["isolated_loss_before_unlearning"]
 
 
-class _Frames(torch.utils.data.Dataset):
-    def __init__(self, x, y):
-        self.x, self.targets = x, y
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], int(self.targets[i])
-
-    def frames_tensor(self):
-        return self.x
-
-
 @pytest.mark.parametrize("name, expected", [
     ("nc", {"flagged", "target_correct", "statistic"}),
     ("margin", {"flagged", "target_correct", "statistic"}),
@@ -107,7 +93,7 @@ def test_defense_bench_cell(setup, monkeypatch, name, expected):
 
     spec = SimpleNamespace(num_classes=model.num_classes)
     monkeypatch.setattr(checkpoint, "matching_dataset",
-                        lambda meta, *, split="test", **kw: (_Frames(x, y) if split == "train" else _Frames(xt, yt), spec))
+                        lambda meta, *, split="test", **kw: (FramesDataset(x, y) if split == "train" else FramesDataset(xt, yt), spec))
     params = {"nc": {"epochs": 2, "batches_per_epoch": 2}, "margin": {"steps": 5}, "strip": {"n_overlays": 4},
               "fine-pruning": {"finetune_epochs": 1}, "abl": {"tuning_epochs": 1, "finetuning_epochs": 1, "unlearning_epochs": 1}}
     out = bench_cells.defense_cell({"kind": "defense", "dataset": "tiny", "model": "tiny", "T": 4, "trigger": "static",

@@ -139,12 +139,13 @@ def _round_robin(groups: list[torch.Tensor]) -> torch.Tensor:
 
 def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: int = 100,
           methods=DEFAULT_METHODS, method_params: dict[str, dict] | None = None, seed: int = 0,
-          samples: torch.Tensor | None = None, progress: bool = True, store=None, arch=None) -> AuditResult:
-    """Audit ``checkpoint``; ``samples`` (frames [N, T, P, H, W]) replaces loading a dataset.
+          samples: torch.Tensor | None = None, progress: bool = True, store=None, arch=None,
+          device: str = "cpu") -> AuditResult:
+    """Audit ``checkpoint`` with the model on ``device``; ``samples`` (frames [N, T, P, H, W]) replaces loading a dataset.
     Rows go to ``store`` when one is given (None: no rows). ``arch``
     allows the checkpoint's ``module:function`` factory (:func:`snnsec.checkpoint.load`)."""
     from snnsec import checkpoint as ckpt
-    from snnsec import provenance
+    from snnsec import devices, provenance
 
     t_start = time.perf_counter()
     methods = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
@@ -157,7 +158,7 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
                              f"inspections: {defenses.names('model')}")
     # Every detector is made (its parameters range-checked) before anything is loaded or run.
     dets = {m: defenses.make(m, **{"seed": seed, "progress": progress, **(method_params or {}).get(m, {})}) for m in methods}
-    model, meta = ckpt.load(checkpoint, arch=arch)
+    model, meta = ckpt.load(checkpoint, arch=arch, device=device)
     needs_data = [m for m, det in dets.items() if det.needs_clean_data]
     K = int(meta["build"]["num_classes"])
     if needs_data and samples is None and not (isinstance(n_clean, int) and n_clean >= K):
@@ -178,8 +179,7 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
     backdoored, target, why = judge(detections)
     info = {"checkpoint": str(checkpoint), "arch": meta.get("arch"), "methods": methods, "seed": seed,
             "clean_samples": 0 if x is None else len(x), "data": source, "seconds": time.perf_counter() - t_start,
-            "combine": COMBINE_RULE,
-            "versions": provenance.versions()}
+            "combine": COMBINE_RULE, "versions": provenance.versions(), **devices.describe(device)}
     result = AuditResult(backdoored, target, detections, seconds, meta, info, params=used, why=why)
     result.rows = audit_rows(result)
     if store is not None:
@@ -216,7 +216,8 @@ def audit_rows(result: AuditResult) -> list[dict]:
     info = result.info
     cell = {"kind": "audit", "dataset": spec.name, "model": str(info["arch"]), "T": spec.T, "seed": int(info["seed"]),
             "checkpoint": info["checkpoint"], "methods": list(info["methods"]), "method_params": result.params,
-            "clean_samples": info["clean_samples"], "data": info["data"]}
+            "clean_samples": info["clean_samples"], "data": info["data"],
+            **{k: info[k] for k in ("device", "gpu", "neuron_backend") if k in info}}
     return rows_for_cell(cell, {"metrics": {"backdoored": float(result.backdoored)}, "attack": attack,
                                 "attack_params": attack_params, "defense": "audit",
                                 "defense_params": {"combine": COMBINE_RULE},

@@ -58,6 +58,29 @@ def add_thread_option(p: argparse.ArgumentParser) -> None:
     p.set_defaults(computes=True)
 
 
+def add_device_option(p: argparse.ArgumentParser, *, per_cell: bool = False) -> None:
+    """Declare that command ``p`` runs a model: ``--device`` (checked by :func:`main` before the
+    command starts) and ``--backend`` (set before spikingjelly is imported); :mod:`snnsec.devices`.
+    ``per_cell``: the device overrides each bench cell's, and is checked where the cells run
+    (a Ray cluster's GPUs are not the driver's)."""
+    from snnsec.devices import BACKENDS, parse_device
+
+    def device(text: str) -> str:
+        try:
+            return parse_device(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    p.add_argument("--device", type=device, default=None if per_cell else "cpu",
+                   help=("every cell's device, over the spec's 'device' fields (default: theirs, else cpu)"
+                         if per_cell else "where the model computes: cpu (default), cuda or cuda:N; the data stay "
+                         "on the CPU"))
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="on CUDA, spikingjelly's neuron kernels: its CUDA extension, triton, plain torch, or auto "
+                        "(default: auto, the fastest that loads; or the SJ_*_CUDA_IMPLEMENTATION variables)")
+    p.set_defaults(runs_model=True, device_per_cell=per_cell)
+
+
 def add_output_checks(p: argparse.ArgumentParser, writes: str, *, rows: bool = True) -> None:
     """Declare that command ``p`` writes ``writes`` into ``--out`` (and rows into ``--store``
     when ``rows``): both are checked by :func:`main` before the command starts."""
@@ -150,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
             args.store = str(Store(getattr(args, "store", None)).check().path)
         if getattr(args, "writes", None):
             check_out(args.out, args.writes, args.overwrite)
+        if getattr(args, "runs_model", False):
+            from snnsec import devices
+
+            if not args.device_per_cell:
+                args.device = devices.check_device(args.device)
+            if args.backend is not None:
+                devices.apply_backend(args.backend)
         if getattr(args, "computes", False):
             from snnsec import threads
 

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from snnsec.attacks.catalog import TRIGGER_NAMES
-from snnsec.cli import add_output_checks, fraction, key_values, positive_int
+from snnsec.cli import add_device_option, add_output_checks, fraction, key_values, positive_int
 from snnsec.data.spec import SLICINGS
 
 _ATTACK_SUBPARSERS = "_snnsec_attack_subparsers"
@@ -99,6 +99,7 @@ def register(sub) -> None:
     o.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     o.add_argument("--no-progress", action="store_true")
     add_output_checks(o, "checkpoint")
+    add_device_option(o)
     p.set_defaults(func=run)
 
 
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from snnsec.attacks.backdoor.run import run_backdoor
 
     config = config_from_args(args)
-    result = run_backdoor(config, progress=not args.no_progress)
+    result = run_backdoor(config, progress=not args.no_progress, device=args.device)
     save_backdoor_run(result, args.out, store=args.store)
     m = result.metrics
     print(f"clean_accuracy={m['clean_accuracy']:.4f} attack_success_rate={m['attack_success_rate']:.4f} ssim={m['ssim']:.4f} -> {args.out}")

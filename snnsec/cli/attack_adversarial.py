@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snnsec.cli import CLIError, add_output_checks, positive_int
+from snnsec.cli import CLIError, add_device_option, add_output_checks, positive_int
 from snnsec.cli.attack import attack_subparsers
 
 
@@ -49,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--no-progress", action="store_true")
     add_output_checks(p, "adversarial")
+    add_device_option(p)
     p.set_defaults(func=run)
 
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     ev, _ = run_checkpoint(args.checkpoint, data=args.data, root=args.root, split=args.split, n_samples=args.n_samples,
                            config=config, out=args.out, store=args.store, progress=not args.no_progress,
-                           arch=args.arch)
+                           arch=args.arch, device=args.device)
     curve = ", ".join(f"{format_eps(e)}: {a:.3f}" for e, a in ev.robust_accuracy.items())
     print(f"n={ev.n} clean_accuracy={ev.clean_accuracy:.4f} "
           + (f"robust_accuracy (worst case) {curve}" if curve else "no eps-bounded attack run"))

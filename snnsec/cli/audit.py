@@ -5,7 +5,7 @@ Exit status: 0 no backdoor found, 1 backdoor found, 2 error (scripts can branch 
 
 from __future__ import annotations
 
-from snnsec.cli import add_output_checks
+from snnsec.cli import add_device_option, add_output_checks
 
 
 def register(sub) -> None:
@@ -34,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_output_checks(p, "audit")
+    add_device_option(p)
     p.set_defaults(func=run)
 
 
@@ -62,7 +63,7 @@ def run(args) -> int:
     try:
         r = audit(args.checkpoint, out=args.out, data=args.data, root=args.root, n_clean=args.clean_samples,
                   methods=args.methods, method_params=parse_params(args.param), seed=args.seed, progress=not args.no_progress,
-                  store=args.store, arch=args.arch)
+                  store=args.store, arch=args.arch, device=args.device)
     except (CLIError, ValueError, FileNotFoundError, KeyError):
         raise
     except Exception as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from snnsec.cli import add_thread_option, positive_int
+from snnsec.cli import add_device_option, add_thread_option, positive_int
 
 
 def register(sub) -> None:
@@ -27,6 +27,7 @@ def register(sub) -> None:
                    help="run the cells as Ray tasks on the Ray cluster at ADDR (e.g. HEAD:6379 after `ray start "
                    "--head` there; 'auto' for the one this machine belongs to)")
     add_thread_option(p)
+    add_device_option(p, per_cell=True)
     p.set_defaults(func=run, writes_rows=True)
 
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress and sys.stderr.isatty()
     s = run_spec(args.spec, store=args.store, progress=progress, dry_run=args.dry_run, log=lambda m: print(m, flush=True),
-                 workers=args.workers, address=args.address)
+                 workers=args.workers, address=args.address, device=args.device)
     todo = s.total - s.skipped - s.ran
     print(f"{s.total} cells: {s.skipped} already done, {s.ran} run now" + (f", {todo} to do" if todo else ""))
     if s.seconds_per_cell:

@@ -3,7 +3,7 @@ evaluate adversarial robustness, and write a report folder."""
 
 from __future__ import annotations
 
-from snnsec.cli import add_output_checks, positive_int
+from snnsec.cli import add_device_option, add_output_checks, positive_int
 
 
 def register(sub) -> None:
@@ -15,6 +15,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     add_output_checks(p, "demo", rows=False)
+    add_device_option(p)
     p.set_defaults(func=run)
 
 
@@ -22,6 +23,6 @@ def run(args) -> int:
     from snnsec.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(seed=args.seed) if args.epochs is None else DemoConfig(seed=args.seed, epochs=args.epochs)
-    out = run_demo(args.out, cfg, progress=not args.no_progress)
+    out = run_demo(args.out, cfg, progress=not args.no_progress, device=args.device)
     print(f"report folder: {out.resolve()}")
     return 0

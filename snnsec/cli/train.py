@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from snnsec.cli import add_output_checks, add_thread_option, key_values, positive_int
+from snnsec.cli import add_device_option, add_output_checks, add_thread_option, key_values, positive_int
 from snnsec.data.spec import SLICINGS
 
 STORE_HELP = "results store (default: $SNNSEC_STORE or reports/results.sqlite)"
@@ -45,6 +45,7 @@ def register(sub) -> None:
     # adversarial training flags: hardened recipes are trained by the same loop
     add_arguments(p, builtin_losses=LOSSES)
     add_output_checks(p, "checkpoint")
+    add_device_option(p)
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="recompute a checkpoint's accuracy",
@@ -63,6 +64,7 @@ def register(sub) -> None:
     e.add_argument("--store", default=None, help=STORE_HELP)
     e.add_argument("--no-progress", action="store_true")
     add_thread_option(e)
+    add_device_option(e)
     e.set_defaults(func=run_eval, writes_rows=True)
 
 
@@ -80,7 +82,7 @@ def run_train(args: argparse.Namespace) -> int:
     res = run_training(data=args.data, model=args.model, config=config, out=args.out, root=args.root, T=pick("T"),
                        slicing=args.slicing, model_kwargs=key_values(args.model_arg, "--model-arg"),
                        data_opts=key_values(args.data_opt, "--data-opt"), recipe=recipe, store=args.store,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, device=args.device)
     m = res.metrics
     print(f"clean_accuracy={m['clean_accuracy']:.4f} (test split, {res.spec.name}, T={res.spec.T}, recipe {recipe.name}) "
           f"in {m['train_seconds']:.1f} s -> {args.out}")
@@ -94,7 +96,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     r = evaluate_checkpoint(args.checkpoint, data=args.data, root=args.root, T=args.T, split=args.split,
                             data_opts=key_values(args.data_opt, "--data-opt"), batch_size=args.batch_size,
-                            store=args.store, progress=not args.no_progress and sys.stderr.isatty(), arch=args.arch)
+                            store=args.store, progress=not args.no_progress and sys.stderr.isatty(), arch=args.arch,
+                            device=args.device)
     recorded = "" if r["recorded"] is None else f" (checkpoint records {r['recorded']:.4f})"
     print(f"clean_accuracy={r['clean_accuracy']:.4f} on {r['data']} {r['split']} split, {r['n']} samples, "
           f"T={r['T']}{recorded}")

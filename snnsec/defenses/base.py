@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from snnsec.harness import inspection_mode
+from snnsec.harness import device_of, inspection_mode
 
 KINDS = ("model", "input", "dataset", "repair")
 _REGISTRY: dict[str, type] = {}
@@ -274,14 +274,16 @@ def batched(n: int, batch_size: int):
 
 @torch.no_grad()
 def taps(model, x: torch.Tensor, names_: tuple[str, ...], batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """The named taps of ``x``, batch by batch on the model's device, returned on the CPU."""
     out: dict[str, list] = {n: [] for n in names_}
+    dev = device_of(model)
     with inspection_mode(model):
         for s in batched(len(x), batch_size):
-            t = model.taps(x[s])
+            t = model.taps(x[s].to(dev))
             for n in names_:
                 if n not in t:
                     raise ValueError(f"model.taps: no tap {n!r}; the model offers {sorted(t)}")
-                out[n].append(t[n].detach().float())
+                out[n].append(t[n].detach().float().cpu())
     return {n: torch.cat(v) for n, v in out.items()}
 
 

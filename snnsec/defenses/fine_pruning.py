@@ -56,12 +56,12 @@ class FinePruning(RepairDefense):
         conv = last_conv(model)
         C = conv.out_channels
         acts = []
-        hook = conv.register_forward_hook(lambda m, i, o: acts.append(o.detach().transpose(0, -3).reshape(o.shape[-3], -1).mean(1)))
+        hook = conv.register_forward_hook(lambda m, i, o: acts.append(o.detach().transpose(0, -3).reshape(o.shape[-3], -1).mean(1).cpu()))
         base_acc = accuracy(model, x, y)
         hook.remove()
         order = torch.stack(acts).mean(0).argsort()  # most dormant first
         keep = torch.ones(C)
-        conv.register_forward_hook(lambda m, i, o: o * keep.view(-1, 1, 1).to(o.dtype))
+        conv.register_forward_hook(lambda m, i, o: o * keep.view(-1, 1, 1).to(o))  # o's device and dtype
         n_step = max(1, int(round(self.step * C)))
         pruned, acc = 0, base_acc
         with inspection_mode(model):

@@ -40,11 +40,13 @@ import torch
 from tqdm.auto import tqdm
 
 from snnsec.defenses.base import COUNT, OPEN_FRACTION, POSITIVE, ModelInspection, Detection, Limit, register, rng
-from snnsec.harness import inspection_mode
+from snnsec.harness import device_of, inspection_mode
 
 
 def class_potentials(model, x: torch.Tensor, K: int, source: str | None = None) -> tuple[torch.Tensor, str]:
-    """Per-class potentials [B, K] and which quantity they are; ``source`` pins the choice."""
+    """Per-class potentials [B, K] (on the model's device) and which quantity they are;
+    ``source`` pins the choice."""
+    x = x.to(device_of(model))
     if source != "logits" and hasattr(model, "taps"):
         v = model.taps(x).get("membrane")
         # A tap cut from the graph cannot be optimised through; fall back to the logits then.
@@ -178,9 +180,10 @@ class MembraneMargin(ModelInspection):
         K = int(model.num_classes)
         R = self.restarts
         g = rng(self.seed)
+        dev = device_of(model)  # starts drawn on the CPU: a GPU run starts where a CPU run does
         x0 = torch.rand(K * R, *shape, generator=g)
-        z = torch.logit(x0.clamp(1e-3, 1 - 1e-3)).requires_grad_(True)
-        cls = torch.arange(K).repeat_interleave(R)
+        z = torch.logit(x0.clamp(1e-3, 1 - 1e-3)).to(dev).requires_grad_(True)
+        cls = torch.arange(K, device=dev).repeat_interleave(R)
         opt = torch.optim.Adam([z], lr=self.lr)
         with inspection_mode(model):
             source = None
@@ -192,7 +195,8 @@ class MembraneMargin(ModelInspection):
             with torch.no_grad():
                 x_opt = torch.sigmoid(z)
                 v, source = class_potentials(model, x_opt, K, source)
-                m = _margin(v, cls).view(K, R)
+                m = _margin(v, cls).view(K, R).cpu()
+                x_opt = x_opt.cpu()
             clean = self.clean_margins(model, x_clean, K, source)
         best = m.max(1)
         margins = best.values.numpy().astype(np.float64)

@@ -35,7 +35,7 @@ from torch import nn
 
 from snnsec.defenses.base import COUNT, NONNEGATIVE, POSITIVE, Limit, Repair, RepairDefense, check_frames, register, rng
 from snnsec.defenses.membrane_margin import class_potentials
-from snnsec.harness import clone, spiking_neurons
+from snnsec.harness import clone, device_of, spiking_neurons
 
 
 class BlockClamp(nn.Module):
@@ -117,11 +117,12 @@ class NDSBM(RepairDefense):
             p.requires_grad_(False)
         with torch.no_grad():
             target = torch.cat([class_potentials(repaired, x[i:i + 64], K)[0] for i in range(0, len(x), 64)])
-        blocks = _feature_map_neurons(repaired, x[:1])
+        blocks = _feature_map_neurons(repaired, x[:1].to(device_of(repaired)))
         if not blocks:
             raise ValueError(f"ndsbm: {type(model).__name__} has no spiking neuron fed a feature map (conv block) to clamp")
         # held by the model, so the ranges travel with it (state_dict, deep copies, device moves)
-        repaired.ndsbm_clamps = nn.ModuleList(BlockClamp(shape, self.init_range) for _, shape in blocks)
+        repaired.ndsbm_clamps = nn.ModuleList(BlockClamp(shape, self.init_range)
+                                              for _, shape in blocks).to(device_of(repaired))
         for (neuron, _), clamp in zip(blocks, repaired.ndsbm_clamps):
             neuron.register_forward_pre_hook(clamp.clamp_input)
         params = list(repaired.ndsbm_clamps.parameters())

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from snnsec.defenses.base import (
     COUNT, NONNEGATIVE, OPEN_FRACTION, POSITIVE, ModelInspection, Detection, Limit, check_frames, register, rng)
-from snnsec.harness import inspection_mode
+from snnsec.harness import device_of, inspection_mode
 
 MAD_CONSISTENCY = 1.4826
 
@@ -163,7 +163,7 @@ class NeuralCleanse(ModelInspection):
         x = check_frames(x_clean, "nc: clean samples")
         if len(x) == 0:
             raise ValueError("nc: needs clean samples (got none)")
-        K = int(getattr(model, "num_classes", 0)) or int(model(x[:1]).shape[1])
+        K = int(getattr(model, "num_classes", 0)) or int(model(x[:1].to(device_of(model))).shape[1])
         classes = list(range(K)) if classes is None else [int(c) for c in classes]
         with inspection_mode(model):
             on_cpu = next(model.parameters(), x).device.type == "cpu"
@@ -195,7 +195,11 @@ class NeuralCleanse(ModelInspection):
     # ------------------------------------------------------------------ core
 
     def _reverse(self, model, x: torch.Tensor, classes: list[int]) -> dict:
-        """Optimise masks/patterns for ``classes`` side by side; one forward per step."""
+        """Optimise masks/patterns for ``classes`` side by side; one forward per step. The
+        optimisation runs on the model's device; draws and bookkeeping stay on the CPU, so a
+        GPU run starts from the same masks and batches."""
+        dev = device_of(model)
+        x = x.to(dev)
         G = len(classes)
         N, T, P, H, W = x.shape
         Tm = T if self.temporal else 1
@@ -205,8 +209,8 @@ class NeuralCleanse(ModelInspection):
         # alone or batched, so both paths give the same numbers up to float summation order.
         m0 = torch.rand(1, Tm, 1, H, W, generator=g).expand(G, -1, -1, -1, -1)
         p0 = torch.rand(1, 1, P, H, W, generator=g).expand(G, -1, -1, -1, -1)
-        m_param = _atanh_param(m0).clone().requires_grad_(True)
-        p_param = _atanh_param(p0).clone().requires_grad_(True)
+        m_param = _atanh_param(m0).to(dev, copy=True).requires_grad_(True)
+        p_param = _atanh_param(p0).to(dev, copy=True).requires_grad_(True)
         opt = torch.optim.Adam([m_param, p_param], lr=self.lr, betas=(0.5, 0.9))
         cls = torch.tensor(classes)
         s = _Schedule(G, self)
@@ -222,7 +226,7 @@ class NeuralCleanse(ModelInspection):
             n = len(run)
             acc_sum = torch.zeros(G)
             reg_sum = torch.zeros(G)
-            target = cls[run].repeat_interleave(B)
+            target = cls[run].repeat_interleave(B).to(dev)
             for _b in range(self.batches_per_epoch):
                 xb = x[torch.randperm(N, generator=g)[:B]]
                 mask = (torch.tanh(m_param[run]) + 1) / 2  # [n, Tm, 1, H, W]
@@ -234,13 +238,13 @@ class NeuralCleanse(ModelInspection):
                 reg = l1
                 if self.temporal:
                     reg = l1 + self.smooth * (mask[:, 1:] - mask[:, :-1]).abs().sum(dim=(1, 2, 3, 4)) / max(Tm - 1, 1)
-                loss = (ce + s.cost[run].float() * reg).sum()
+                loss = (ce + s.cost[run].float().to(dev) * reg).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
-                    acc_sum[run] += (logits.argmax(1) == target).float().view(n, B).mean(1)
-                    reg_sum[run] += l1
+                    acc_sum[run] += (logits.argmax(1) == target).float().view(n, B).mean(1).cpu()
+                    reg_sum[run] += l1.cpu()
             acc = acc_sum / self.batches_per_epoch
             l1_epoch = reg_sum / self.batches_per_epoch
             for i in run.tolist():
@@ -249,14 +253,14 @@ class NeuralCleanse(ModelInspection):
             epochs_run[run] += 1
             with torch.no_grad():
                 save = s.update(acc, l1_epoch)
-                best_mask[save] = ((torch.tanh(m_param[save]) + 1) / 2)[:, :, 0]
-                best_pattern[save] = ((torch.tanh(p_param[save]) + 1) / 2)[:, 0]
+                best_mask[save] = ((torch.tanh(m_param.cpu()[save]) + 1) / 2)[:, :, 0]
+                best_pattern[save] = ((torch.tanh(p_param.cpu()[save]) + 1) / 2)[:, 0]
             if bool(s.done.all()):
                 break
         reached = torch.isfinite(s.best)
         with torch.no_grad():
-            last_mask = ((torch.tanh(m_param) + 1) / 2)[:, :, 0]
-            last_pattern = ((torch.tanh(p_param) + 1) / 2)[:, 0]
+            last_mask = ((torch.tanh(m_param.cpu()) + 1) / 2)[:, :, 0]
+            last_pattern = ((torch.tanh(p_param.cpu()) + 1) / 2)[:, 0]
             norm = torch.where(reached, s.best, last_mask.sum(dim=(2, 3)).mean(1).double())
             best_mask[~reached] = last_mask[~reached]
             best_pattern[~reached] = last_pattern[~reached]

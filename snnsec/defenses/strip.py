@@ -20,7 +20,7 @@ import torch
 
 from snnsec.defenses.base import (
     COUNT, OPEN_FRACTION, InputInspection, InputScores, Limit, batched, check_frames, register, rng)
-from snnsec.harness import inspection_mode
+from snnsec.harness import device_of, inspection_mode
 
 
 def superimpose(x: torch.Tensor, overlays: torch.Tensor, mode: str = "clip") -> torch.Tensor:
@@ -78,7 +78,7 @@ class Strip(InputInspection):
                 xb = x[s]
                 idx = torch.randint(len(self._pool), (len(xb), self.n_overlays), generator=g)
                 mixed = superimpose(xb[:, None], self._pool[idx], self.mode).flatten(0, 1)
-                p = torch.softmax(self._model(mixed).float(), 1).clamp_min(1e-12)
+                p = torch.softmax(self._model(mixed.to(device_of(self._model))).float().cpu(), 1).clamp_min(1e-12)
                 h = -(p * p.log()).sum(1).view(len(xb), self.n_overlays).mean(1)
                 out.append(h)
         return torch.cat(out).numpy()

@@ -7,7 +7,7 @@ from typing import Iterable
 
 import torch
 
-from snnsec.harness import preserve_modes
+from snnsec.harness import device_of, preserve_modes
 
 
 def inference_steps(T: int, steps: Iterable[int] = (1, 2, 4)) -> list[int]:
@@ -47,8 +47,7 @@ def accuracy_at_steps(model, x: torch.Tensor, y: torch.Tensor, steps: Iterable[i
     ts = inference_steps(T, steps)
     correct = {t: 0 for t in ts}
     y = torch.as_tensor(y).long()
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
+    device = device_of(model)
     with preserve_modes(model):
         model.eval()
         for i in range(0, len(x), batch_size):

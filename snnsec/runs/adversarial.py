@@ -32,8 +32,8 @@ def random_subset(ds, n_samples: int | None = None, seed: int = 0):
 
 def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str = "test",
                    n_samples: int | None = 200, config: EvalConfig, out=None, store=None,
-                   progress: bool = True, arch=None) -> tuple[AdversarialEvaluation, dict]:
-    """Load ``checkpoint``, evaluate it on ``n_samples`` of ``data`` and (with ``out``) save everything.
+                   progress: bool = True, arch=None, device: str = "cpu") -> tuple[AdversarialEvaluation, dict]:
+    """Load ``checkpoint`` onto ``device``, evaluate it on ``n_samples`` of ``data`` and (with ``out``) save everything.
 
     Data framing (T, slicing, binarisation) follows the checkpoint's DataSpec. Rows go to
     ``store`` when one is given (the bench runner stores its own). Returns the
@@ -41,15 +41,16 @@ def run_checkpoint(checkpoint, *, data: str | None = None, root=None, split: str
     checkpoint's ``module:function`` factory (:func:`snnsec.checkpoint.load`).
     """
     from snnsec import checkpoint as ckpt
+    from snnsec import devices
 
-    model, meta = ckpt.load(checkpoint, arch=arch)
+    model, meta = ckpt.load(checkpoint, arch=arch, device=device)
     ds, spec = ckpt.matching_dataset(meta, data=data, root=root, split=split, source=str(checkpoint))
     name = data or spec.name
     x, y = random_subset(ds, n_samples, config.seed)
     ev = evaluate(model, x, y, config, progress=progress)
     run_cfg = {"kind": "adversarial", "checkpoint": str(checkpoint), "data": name,
                "root": None if root is None else str(root), "split": split, "n_samples": int(x.shape[0]),
-               "eval": config.to_dict()}
+               "eval": config.to_dict(), **devices.describe(device)}
     common = dict(dataset=spec.name, model=str(meta.get("arch")), T=spec.T, seed=config.seed, config=run_cfg)
     if out is not None:
         metrics = save_evaluation(ev, Path(out), store=store, **common)

@@ -26,9 +26,10 @@ def save_backdoor_checkpoint(result, out_dir, *, recipe: dict) -> Path:
 
 def save_backdoor_run(result, out_dir, *, store=None) -> Path:
     """The checkpoint, ``metrics.json``, the trigger figure and (with ``store``) the rows."""
-    from snnsec import results
+    from snnsec import devices, results
     from snnsec.attacks.backdoor.run import run_output
     from snnsec.bench import rows_for_cell
+    from snnsec.harness import device_of
     from snnsec.report.figures import fig_trigger_gallery
     from snnsec.report.render import write_png
 
@@ -37,7 +38,8 @@ def save_backdoor_run(result, out_dir, *, store=None) -> Path:
     out = save_backdoor_checkpoint(result, out_dir, recipe=recipe)
     atomic_write_json(out / "metrics.json", result.metrics)
 
-    rows = rows_for_cell({"kind": "backdoor", **asdict(cfg)}, run_output(result))
+    rows = rows_for_cell({"kind": "backdoor", **asdict(cfg), **devices.describe(str(device_of(result.model)))},
+                         run_output(result))
     write_png(fig_trigger_gallery(rows), out / "trigger.png")
     if store is not None:
         results.Store(store).append(rows)

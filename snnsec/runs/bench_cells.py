@@ -19,8 +19,10 @@ from __future__ import annotations
 
 def backdoor_cell(cell: dict, *, progress: bool = True) -> dict:
     from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor, run_output
+    from snnsec.devices import split_cell
 
-    return run_output(run_backdoor(BackdoorConfig.from_cell(cell), progress=progress))
+    cell, device = split_cell(cell)
+    return run_output(run_backdoor(BackdoorConfig.from_cell(cell), progress=progress, device=device))
 
 
 _EVAL_KEYS = ("attacks", "eps", "gradients", "fast", "eot", "batch_size", "flip_budget", "flip_step", "queries")
@@ -28,18 +30,20 @@ _EVAL_KEYS = ("attacks", "eps", "gradients", "fast", "eot", "batch_size", "flip_
 
 def adversarial_cell(cell: dict, *, progress: bool = True) -> dict:
     from snnsec.attacks.adversarial.evaluate import EvalConfig, format_eps
+    from snnsec.devices import split_cell
     from snnsec.runs.adversarial import run_checkpoint
 
+    cell, device = split_cell(cell)
     ckpt = cell.get("checkpoint")
     if ckpt is None:
-        ckpt = _train(cell, progress)
+        ckpt = _train(cell, progress, device)
     kw = {k: cell[k] for k in _EVAL_KEYS if k in cell}
     for k in ("attacks", "eps", "gradients"):
         if isinstance(kw.get(k), str):
             kw[k] = tuple(s.strip() for s in kw[k].split(","))
     config = EvalConfig(seed=int(cell.get("seed", 0)), **kw)
     ev, _ = run_checkpoint(ckpt, data=cell["dataset"], root=cell.get("root"), n_samples=cell.get("n_samples", 200),
-                           config=config, progress=progress)
+                           config=config, progress=progress, device=device)
     metrics = {"clean_accuracy": ev.clean_accuracy, "reliable": float(ev.reliable)}
     for e, a in ev.robust_accuracy.items():
         metrics[f"robust_accuracy@{format_eps(e)}"] = a
@@ -54,7 +58,7 @@ def adversarial_cell(cell: dict, *, progress: bool = True) -> dict:
             "extra": {"reliable": ev.reliable, "unreliable_reasons": ev.unreliable_reasons(), "checks": ev.check_rows}}
 
 
-def _train(cell: dict, progress: bool) -> str:
+def _train(cell: dict, progress: bool, device: str) -> str:
     """Train the cell's model into a cache folder named by the training config (reused across cells)."""
     import os
     from pathlib import Path
@@ -71,15 +75,17 @@ def _train(cell: dict, progress: bool) -> str:
         cfg = TrainConfig(epochs=int(cell["epochs"]), batch_size=int(cell.get("batch_size", 32)),
                           lr=float(cell.get("lr", 1e-3)), seed=int(cell.get("seed", 0)))
         run_training(data=cell["dataset"], model=cell["model"], config=cfg, out=cache, root=cell.get("root"),
-                     T=cell.get("T"), progress=progress)
+                     T=cell.get("T"), progress=progress, device=device)
     return str(cache)
 
 
 def hardening_cell(cell: dict, *, progress: bool = True) -> dict:
+    from snnsec.devices import split_cell
     from snnsec.runs.hardening import HardeningConfig, run_hardening
 
+    cell, device = split_cell(cell)
     cfg = HardeningConfig.from_cell(cell)
-    res = run_hardening(cfg, progress=progress)
+    res = run_hardening(cfg, progress=progress, device=device)
     out = {"metrics": res.metrics, "defense": f"hardening:{cfg.recipe['name']}", "defense_params": res.defense_params()}
     if cfg.backdoor:
         out["attack"] = f"backdoor:{cfg.backdoor.get('trigger', 'static')}"

@@ -36,7 +36,8 @@ MAX_RETRIES = 3
 # Enough for the rows of a cell (the object store holds only task results here); Ray's
 # default (30 % of memory) would claim gigabytes of /dev/shm on a laptop.
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
-_FORWARDED_ENV = ("SNNSEC_", "PYTHONPATH")
+# SJ_: spikingjelly's neuron backend (--backend), read when a worker imports it
+_FORWARDED_ENV = ("SNNSEC_", "SJ_", "PYTHONPATH")
 
 
 def run_cell(kind: str, cell: dict, plugins: list[str], threads: int, cwd: str) -> dict:
@@ -45,6 +46,10 @@ def run_cell(kind: str, cell: dict, plugins: list[str], threads: int, cwd: str) 
     from snnsec import threads as thread_budget
 
     thread_budget.apply(threads)
+    if "device" in cell:  # a worker without the GPU the cell asks for says so before any work
+        from snnsec.devices import check_device
+
+        check_device(cell["device"], source=f"the Ray worker on {os.uname().nodename}: cell device")
     if os.path.isdir(cwd):
         os.chdir(cwd)
     for module in plugins:  # named by the spec file the user ran, as in the driver
@@ -65,6 +70,13 @@ class RayCells:
         self.cpus = float(spec.resources["num_cpus"])
         self.gpus = float(spec.resources["num_gpus"])
         self.threads = max(1, int(self.cpus))
+        on_cuda = sorted(d for d in spec.devices() if d != "cpu")
+        if on_cuda and self.gpus == 0:
+            raise ValueError(f"{spec.source}: cells run on {on_cuda[0]} but [resources] num_gpus = 0: Ray would give "
+                             "their tasks no GPU; set num_gpus (1, or a fraction to share one GPU between cells)")
+        if any(d != "cuda" for d in on_cuda):
+            raise ValueError(f"{spec.source}: cells on {on_cuda}: as Ray tasks, say device = \"cuda\": Ray gives each "
+                             "task its GPU and makes it the task's cuda:0")
         self._refs: dict = {}
         self._started = False
         self.capacity = 1

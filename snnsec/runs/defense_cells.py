@@ -46,9 +46,9 @@ from pathlib import Path
 _DEFENSE_KEYS = ("kind", "defense", "defense_params", "clean_samples")
 
 
-def cached_backdoor_checkpoint(cell: dict, *, progress: bool = True) -> Path:
+def cached_backdoor_checkpoint(cell: dict, *, progress: bool = True, device: str = "cpu") -> Path:
     """The checkpoint folder of the cell's backdoor config (keys outside it ignored), trained
-    once and cached under ``$SNNSEC_CKPT_CACHE`` (default ``reports/checkpoints``)."""
+    once (on ``device``) and cached under ``$SNNSEC_CKPT_CACHE`` (default ``reports/checkpoints``)."""
     from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor
     from snnsec.results import config_hash
     from snnsec.runs.backdoor import save_backdoor_checkpoint
@@ -57,7 +57,7 @@ def cached_backdoor_checkpoint(cell: dict, *, progress: bool = True) -> Path:
     key = config_hash({"kind": "backdoor-model", **bcell})[:16]
     cache = Path(os.environ.get("SNNSEC_CKPT_CACHE", "reports/checkpoints")) / f"backdoor-{key}"
     if not (cache / "model.json").is_file():
-        save_backdoor_checkpoint(run_backdoor(BackdoorConfig.from_cell(bcell), progress=progress), cache,
+        save_backdoor_checkpoint(run_backdoor(BackdoorConfig.from_cell(bcell), progress=progress, device=device), cache,
                                  recipe={"backdoor": bcell})
     return cache
 
@@ -66,13 +66,13 @@ def _backdoor_keys(cell: dict) -> dict:
     return {k: v for k, v in cell.items() if k not in _DEFENSE_KEYS}
 
 
-def backdoored_model(cell: dict, *, progress: bool = True):
-    """``(model, trigger, meta)`` for the cell's backdoor config, trained once and cached."""
+def backdoored_model(cell: dict, *, progress: bool = True, device: str = "cpu"):
+    """``(model, trigger, meta)`` for the cell's backdoor config, trained once and cached; the model on ``device``."""
     from snnsec import checkpoint
     from snnsec.attacks.backdoor.triggers import trigger_from_spec
 
-    cache = cached_backdoor_checkpoint(cell, progress=progress)
-    model, meta = checkpoint.load(cache)
+    cache = cached_backdoor_checkpoint(cell, progress=progress, device=device)
+    model, meta = checkpoint.load(cache, device=device)
     return model, trigger_from_spec(meta["attack"]["trigger"], base_dir=cache), meta
 
 
@@ -83,8 +83,10 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     from snnsec import checkpoint, defenses, metrics
     from snnsec.attacks.backdoor.run import BackdoorConfig
     from snnsec.data import frames_and_labels
+    from snnsec.devices import split_cell
     from snnsec.harness import predict
 
+    cell, device = split_cell(cell)
     name = cell.get("defense")
     if not name:
         raise ValueError(f"defense cell: missing field 'defense' (one of {defenses.names()})")
@@ -94,7 +96,7 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
     if "seed" in {f.name for f in fields(defenses.get(name))}:
         params.setdefault("seed", int(cell.get("seed", 0)))
     det = defenses.make(name, **params)
-    model, trigger, meta = backdoored_model(cell, progress=progress)
+    model, trigger, meta = backdoored_model(cell, progress=progress, device=device)
     attack = meta["attack"]
     target = int(attack["target"])
     # the data framed as the model was trained (slicing, binarisation, T), whatever the cell's preset
@@ -134,7 +136,7 @@ def defense_cell(cell: dict, *, progress: bool = True) -> dict:
             ca0 = metrics.clean_accuracy(predict(model, x_test, batch_size=64), y_test)
             asr0 = metrics.attack_success_rate(predict(model, x_trig, batch_size=64), y_test, target)
             # the same trusted path as loading: the cached metadata's arch imports nothing
-            given = checkpoint.build_model(meta) if det.needs_fresh_model else model
+            given = checkpoint.build_model(meta).to(device) if det.needs_fresh_model else model
             if det.needs_training_set:
                 x_def, y_def = xp, yp
             else:
@@ -173,12 +175,14 @@ def planted_target(cell: dict) -> int | None:
 def audit_cell(cell: dict, *, progress: bool = True) -> dict:
     from snnsec.audit import DEFAULT_METHODS, audit, method_groups
     from snnsec.audit.decision import record_scores, score_groups
+    from snnsec.devices import split_cell
 
+    cell, device = split_cell(cell)
     bcell = {k: v for k, v in cell.items() if k not in _AUDIT_KEYS}
-    ckpt = cached_backdoor_checkpoint(bcell, progress=progress)
+    ckpt = cached_backdoor_checkpoint(bcell, progress=progress, device=device)
     result = audit(ckpt, data=cell["dataset"], root=cell.get("root"), n_clean=int(cell.get("clean_samples", 100)),
                    methods=cell.get("methods", DEFAULT_METHODS), method_params=cell.get("method_params"),
-                   seed=int(cell.get("seed", 0)), progress=progress)
+                   seed=int(cell.get("seed", 0)), progress=progress, device=device)
     truth = planted_target(cell)
     groups = method_groups(result)
     correct = (not result.backdoored) if truth is None else (result.backdoored and result.target == truth)

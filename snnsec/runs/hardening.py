@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import numpy as np
 import torch
 
 from snnsec.hardening.settings import parse_eps
@@ -96,14 +95,14 @@ def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, eps: list[float], *
     return out
 
 
-def run_hardening(config: HardeningConfig, *, progress: bool = True) -> HardeningResult:
+def run_hardening(config: HardeningConfig, *, progress: bool = True, device: str = "cpu") -> HardeningResult:
     from snnsec.data import frames_and_labels
     from snnsec.train import TrainConfig, prepare, seed_everything, train
 
     seed_everything(config.seed)
     recipe = config.recipe_obj
     setup = prepare(config.dataset, config.model, root=config.root, model_kwargs=config.model_kwargs, T=config.T,
-                    slicing=config.slicing)
+                    slicing=config.slicing, device=device)
     train_ds, test_ds, spec, model = setup.train_ds, setup.test_ds, setup.spec, setup.model
     T = spec.frame_shape[0]
     K = spec.num_classes

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torchattacks
 
 from snnsec.attacks.catalog import ATTACKS, FAST_QUERIES, FAST_STEPS, FULL_QUERIES, attack_names
-from snnsec.harness import AttackView, preserve_modes
+from snnsec.harness import AttackView, device_of, preserve_modes, torch_rng_restored
 
 __all__ = ["ATTACKS", "Attack", "Counter", "attack_names"]
 
@@ -128,6 +128,9 @@ class Attack:
         return atk
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Adversarial examples of ``x`` (labels ``y``), on ``x``'s device; computed on the model's."""
+        home, dev = x.device, device_of(self.model)
+        x, y = x.to(dev), y.to(dev)
         view = self.counter.model
         packed = view.pack(x)
         with preserve_modes(self.model), _rng_guard(self.seed):
@@ -138,16 +141,13 @@ class Attack:
         if m:
             # carry the perturbation of the mapped input back to the original one
             adv = (packed + (adv - inp)).clamp(0.0, 1.0)
-        return view.unpack(adv.detach())
+        return view.unpack(adv.detach()).to(home)
 
 
 @contextlib.contextmanager
 def _rng_guard(seed: int):
     # PGD's random start and several torchattacks attacks draw from the global RNG (APGD even reseeds
     # it); seed it per call for reproducibility and give the caller its RNG state back afterwards.
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch_rng_restored():
+        torch.manual_seed(seed)
         yield
-    finally:
-        torch.random.set_rng_state(state)

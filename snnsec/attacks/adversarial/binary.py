@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from snnsec.attacks.adversarial.adapter import Counter
 from snnsec.attacks.adversarial.gradients import gradient_mode
-from snnsec.harness import preserve_modes
+from snnsec.harness import device_of, preserve_modes
 
 __all__ = ["FlipResult", "SpikeFlip", "flips_to_reach"]
 
@@ -78,11 +78,13 @@ class SpikeFlip:
     def run(self, x: torch.Tensor, y: torch.Tensor) -> FlipResult:
         if not bool(((x == 0) | (x == 1)).all()):
             raise ValueError("SpikeFlip: frames must be binary (0/1); load the data with binary=True")
+        home, dev = x.device, device_of(self.model)  # computed on the model's device, returned on x's
+        x, y = x.to(dev), y.to(dev)
         B = x.shape[0]
         flat0 = x.detach().reshape(B, -1).clone()
         D = flat0.shape[1]
-        order = torch.full((B, D), -1, dtype=torch.long)  # step index at which a coordinate flipped
-        n = torch.zeros(B, dtype=torch.long)
+        order = torch.full((B, D), -1, dtype=torch.long, device=dev)  # step index at which a coordinate flipped
+        n = torch.zeros(B, dtype=torch.long, device=dev)
         with preserve_modes(self.model), gradient_mode(self.model, self.gradient):
             self.model.eval()
             cur = flat0.clone()
@@ -111,7 +113,7 @@ class SpikeFlip:
                         n[b] = self.budget  # nothing left to flip in this mode
                         continue
                     cur[b, idx] = 1 - cur[b, idx]
-                    order[b, idx] = n[b] + torch.arange(idx.numel())
+                    order[b, idx] = n[b] + torch.arange(idx.numel(), device=dev)
                     n[b] += idx.numel()
             with torch.no_grad():
                 wrong = self.counter(cur.reshape(x.shape)).argmax(1) != y
@@ -124,8 +126,8 @@ class SpikeFlip:
                 success = self.counter(x_adv).argmax(1) != y
         # samples wrong before the attack never flipped anything: flips 0
         flips = torch.where(success, mask.sum(1), torch.zeros_like(n))
-        return FlipResult(x_adv=x_adv, flips=flips, success=success, events=flat0.sum(1).long(),
-                          counts=self.counter.counts())
+        return FlipResult(x_adv=x_adv.to(home), flips=flips.to(home), success=success.to(home),
+                          events=flat0.sum(1).long().to(home), counts=self.counter.counts())
 
     def _reduce(self, flat0, order, n, wrong, shape, y) -> torch.Tensor:
         """Shortest adversarial prefix of each successful sample's flip sequence (binary search)."""

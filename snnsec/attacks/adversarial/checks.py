@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from snnsec.harness import device_of
+
 __all__ = ["CHECKS", "check_constraints", "check_eps_zero", "check_gradient", "check_large_eps", "check_monotone_eps",
            "check_monotone_steps", "check_pgd_vs_fgsm", "check_repeat", "check_square", "reliable", "tolerance"]
 
@@ -44,6 +46,7 @@ def reliable(rows: list[dict]) -> bool:
 
 def check_repeat(model: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> dict:
     """The same input twice, with a different-size batch in between, gives the same logits."""
+    x = x.to(device_of(model))
     with torch.no_grad():
         a = model(x)
         model(x[: max(1, x.shape[0] // 2 - 1)] * 0.5)
@@ -59,8 +62,9 @@ def check_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: 
     """Fraction of correctly classified samples whose input gradient of the CE loss is non-zero."""
     if not bool(correct.any()):
         return _row("gradient_nonzero", None, float("nan"), min_fraction, "no correctly classified sample")
-    xs = x[correct].detach().clone().requires_grad_(True)
-    loss = F.cross_entropy(model(xs), y[correct], reduction="sum")
+    dev = device_of(model)
+    xs = x[correct].detach().to(dev).requires_grad_(True)
+    loss = F.cross_entropy(model(xs), y[correct].to(dev), reduction="sum")
     (g,) = torch.autograd.grad(loss, xs, allow_unused=True)
     if g is None:
         frac = 0.0

@@ -27,7 +27,7 @@ from snnsec.attacks.catalog import ALIASES, ATTACKS, EXTRA_ATTACKS
 from snnsec.attacks.adversarial.binary import SpikeFlip, flips_to_reach
 from snnsec.attacks.adversarial.eot import EOT
 from snnsec.attacks.adversarial.gradients import gradient_mode, parse_gradient
-from snnsec.harness import preserve_modes
+from snnsec.harness import device_of, preserve_modes
 
 __all__ = ["ALIASES", "AdversarialEvaluation", "EvalConfig", "evaluate", "expand_attacks", "format_eps", "parse_eps"]
 
@@ -271,8 +271,9 @@ def _correct_at(r: _Run, eps: float) -> torch.Tensor:
 
 
 def _batched_predict(model: nn.Module, x: torch.Tensor, bs: int) -> torch.Tensor:
+    dev = device_of(model)
     with torch.no_grad():
-        return torch.cat([model(x[i:i + bs]).argmax(1) for i in range(0, x.shape[0], bs)])
+        return torch.cat([model(x[i:i + bs].to(dev)).argmax(1).to(x.device) for i in range(0, x.shape[0], bs)])
 
 
 def _progress(total: int, enabled: bool, desc: str):

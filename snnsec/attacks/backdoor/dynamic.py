@@ -31,6 +31,7 @@ from spikingjelly.activation_based import neuron, surrogate
 
 from snnsec.attacks.backdoor.triggers import register_trigger
 from snnsec.data.loading import frames_and_labels
+from snnsec.harness import device_of
 
 
 def _if():
@@ -123,8 +124,10 @@ class DynamicTrigger:
             x = x[None]
         was = self.generator.training
         self.generator.eval()
+        dev = device_of(self.generator)  # computed where the generator is, returned where the frames are
         try:
-            out = torch.cat([self.perturb(x[i : i + 64]) for i in range(0, len(x), 64)]) if len(x) else x
+            out = torch.cat([self.perturb(x[i : i + 64].to(dev)).to(x.device)
+                             for i in range(0, len(x), 64)]) if len(x) else x
         finally:
             self.generator.train(was)
         return out[0] if single else out
@@ -203,14 +206,15 @@ def train_dynamic(model: nn.Module, train_ds, config: DynamicConfig, *, num_clas
     torch.manual_seed(config.seed)
     x_all, y_all = frames_and_labels(train_ds)
     T, P, H, W = x_all.shape[1:]
-    gen = SpikingAutoencoder(P, (H, W), config.width)
+    dev = device_of(model)  # the data stay on the CPU; each batch moves to the model's device
+    gen = SpikingAutoencoder(P, (H, W), config.width).to(dev)
     trig = DynamicTrigger(gen, config.gamma, clamp=config.clamp)
     opt_c = torch.optim.Adam(model.parameters(), lr=config.lr)
     opt_g = torch.optim.Adam(gen.parameters(), lr=config.generator_lr)
     # The reference re-creates the classifier's Adam every epoch, which resets its moments;
     # we keep one optimiser, as any ordinary training loop does.
     g = torch.Generator().manual_seed(config.seed)
-    calib = x_all[torch.randperm(len(x_all), generator=torch.Generator().manual_seed(config.seed))[:256]]
+    calib = x_all[torch.randperm(len(x_all), generator=torch.Generator().manual_seed(config.seed))[:256]].to(dev)
     names = [n for n, _ in model.named_parameters()]
     history = []
     n_batches = math.ceil(len(x_all) / config.batch_size)
@@ -230,7 +234,7 @@ def train_dynamic(model: nn.Module, train_ds, config: DynamicConfig, *, num_clas
         bar = tqdm(range(n_batches), desc=f"dynamic epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         for b in bar:
             idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
-            x, y = x_all[idx], y_all[idx]
+            x, y = x_all[idx].to(dev), y_all[idx].to(dev)
             t = poison_label(y, config.target, config.mode, num_classes)
 
             # (1)-(2): virtual step of the classifier, differentiable w.r.t. the generator.

@@ -191,7 +191,8 @@ def evaluate_backdoor(model, trigger, x_test, y_test, x_trig, *, target: int, mo
     return out
 
 
-def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorResult:
+def run_backdoor(config: BackdoorConfig, *, progress: bool = True, device: str = "cpu") -> BackdoorResult:
+    """Poison, train (the model on ``device``) and measure clean accuracy, ASR and SSIM."""
     from snnsec.data import frames_and_labels
     from snnsec.train import TrainConfig, prepare, seed_everything, train
 
@@ -200,7 +201,7 @@ def run_backdoor(config: BackdoorConfig, *, progress: bool = True) -> BackdoorRe
         make_trigger(config.trigger, **config.trigger_params)  # so do bad trigger options
     seed_everything(config.seed)
     setup = prepare(config.dataset, config.model, root=config.root, model_kwargs=config.model_kwargs, T=config.T,
-                    slicing=config.slicing, binary=config.binary)
+                    slicing=config.slicing, binary=config.binary, device=device)
     train_ds, test_ds, spec, model = setup.train_ds, setup.test_ds, setup.spec, setup.model
     K = spec.num_classes
     if config.target >= K:
