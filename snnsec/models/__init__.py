@@ -228,6 +228,10 @@ register("sdt", _lazy("zoo", "sdt"), "spikingjelly Spike-driven Transformer, 64-
 register("ms-resnet", _lazy("zoo", "ms_resnet"),
          "spikingjelly MS-ResNet (1,1,1) x 16 ch; Rect surrogate (sparse input gradients: compare with override_surrogate)")
 register("maxformer", _lazy("zoo", "maxformer"), "spikingjelly MaxFormer, 64-d, depths (1,1,1)")
+register("spikingformer", _lazy("spikingformer", "spikingformer"),
+         "Spikingformer (spike-driven residuals: LIF -> Conv -> BN everywhere), 64-d, 1 block; config='paper': 256-d, 2")
+register("sew-resnet", _lazy("sew_resnet", "sew_resnet"),
+         "SEW-ResNet without torchvision, ADD connect, (1,1,1) x 16/32/64 ch; config='sew18': SEW-ResNet-18 layout")
 register("plain-lif", _lazy("plain", "plain_lif"),
          "plain-torch conv LIF net, no SNN framework, own ATan surrogate autograd function")
 if importlib.util.find_spec("snntorch") is not None:
