@@ -384,8 +384,12 @@ class TrainResult:
 def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.PathLike | None = None,
                  root: str | os.PathLike | None = None, T: int | None = None, slicing: str | None = None,
                  model_kwargs: dict | None = None, data_opts: dict | None = None, recipe=None,
-                 store: str | os.PathLike | None = None, progress: bool = True, device: str = "cpu") -> TrainResult:
+                 store: str | os.PathLike | None = None, progress: bool = True, device: str = "cpu",
+                 compression: dict | None = None) -> TrainResult:
     """Load ``data``, build ``model`` on ``device``, train, measure test accuracy, save and record it.
+
+    ``compression`` (``{"method": "binary", ...}``, :func:`snnsec.compress.compress`) trains the
+    model compressed from the start and saves its baked weights.
 
     This is ``snnsec train``. ``recipe`` is an object with ``build(model)`` and ``to_dict()``
     (default: :class:`LossRecipe` of ``config.loss``). With ``out``, writes the checkpoint
@@ -401,20 +405,30 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
         kw["T"] = int(T)
     if slicing is not None:
         kw["slicing"] = slicing
+    if compression is not None:
+        from snnsec import compress
+
+        compression = {"method": compression.get("method"),
+                       **compress._check(compression.get("method"), {k: v for k, v in compression.items() if k != "method"})}
     setup = prepare(data, model, root=root, model_kwargs=model_kwargs, device=device, **kw)
     train_ds, test_ds, spec, net = setup.train_ds, setup.test_ds, setup.spec, setup.model
+    if compression is not None:
+        compress.compress(net, **compression)
     Tn = spec.frame_shape[0]
     recipe = recipe if recipe is not None else LossRecipe(config.loss)
     loss_fn = recipe.build(net)
     t0 = time.perf_counter()
     history = train(net, train_ds, test_ds, config, progress=progress, loss_fn=loss_fn)
     seconds = time.perf_counter() - t0
+    if compression is not None:
+        compression = dict(net.compression)
+        compress.bake(net)
     acc = history["test_accuracy"][-1] if config.epochs else evaluate(net, test_ds, batch_size=config.eval_batch_size)
     metrics = {"clean_accuracy": float(acc), "train_seconds": round(seconds, 3)}
     if config.epochs:
         metrics["final_train_loss"] = float(history["loss"][-1])
     train_cfg = config.to_dict()
-    recipe_dict = {**recipe.to_dict(), "train": train_cfg}
+    recipe_dict = {**recipe.to_dict(), "train": train_cfg, **({"compression": compression} if compression else {})}
     if not isinstance(recipe, LossRecipe):
         train_cfg.pop("loss")  # the recipe's loss is the one used
     run_cfg = {"kind": "train", "data": data, "root": None if root is None else str(root), "T": Tn,

@@ -174,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "writes", None):
             check_out(args.out, args.writes, args.overwrite)
         if getattr(args, "runs_model", False):
+            import logging
+
             from snnsec import devices
+
+            # spikingjelly registers its neuron operators for Triton on first use and torch warns,
+            # twice per command, wherever Triton is not installed (every CPU machine): noise, not news
+            logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
             if not args.device_per_cell:
                 args.device = devices.check_device(args.device)

@@ -1,0 +1,163 @@
+"""Compressed SNNs: binary weights, low-bit weights and pruning, for any backbone.
+
+Compression is a transform of a model: :func:`compress` puts a parametrization on the weight
+of every convolution and linear layer, so the forward uses the compressed weight while the
+optimiser updates the full-precision one through a straight-through gradient; a model
+compressed after training is fine-tuned by the one training loop (:func:`snnsec.train.train`),
+and one compressed before training is trained compressed. :func:`bake` then writes the
+compressed weights into the plain layers, so a compressed checkpoint loads as its backbone
+does and the audit and attacks see the weights the model runs with.
+
+Methods (``METHODS``):
+
+- ``binary``: ``alpha_c * sign(w)`` with one ``alpha_c = mean |w|`` per output channel, the
+  scaled binary weights of XNOR-Net (Rastegari et al., ECCV 2016) that binary-weight SNNs use
+  (the self-ensemble binary-weight SNN, Wei et al.; BESTformer, a binary spiking transformer);
+- ``quantize``: ``bits``-bit symmetric uniform weights, one scale per output channel (the
+  weight half of Q-SNN, Wei et al., ACM MM 2024; its low-bit membrane is not modelled here);
+- ``prune``: magnitude pruning, the ``sparsity`` fraction of smallest-magnitude weights of each
+  layer set to zero by a fixed mask (Han et al., NeurIPS 2015);
+- ``soft-prune``: soft-threshold pruning ``sign(w) * max(|w| - theta, 0)`` with a learnable
+  threshold per layer (Chen et al., "A Unified Framework for Soft Threshold Pruning", ICLR
+  2023, whose STDS prunes SNNs), started at the ``sparsity`` quantile of ``|w|`` so the
+  set sparsity holds from the start; fine-tuning moves theta and with it the sparsity.
+
+``binary`` and ``quantize`` keep the first (encoding) and last (readout) weight layers at full
+precision by default, as binary and quantised networks usually do: they hold few weights and
+cost most accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+__all__ = ["METHODS", "compress", "bake", "weight_layers", "stats"]
+
+METHODS = ("binary", "quantize", "prune", "soft-prune")
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def _per_channel(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (w.dim() - 1)))
+
+
+def _straight_through(w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    # the value of q exactly (w - w is 0), the gradient of w
+    return q.detach() + (w - w.detach())
+
+
+class BinaryWeight(nn.Module):
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        alpha = _per_channel(w, w.detach().abs().flatten(1).mean(1))
+        return _straight_through(w, alpha * torch.where(w >= 0, 1.0, -1.0).to(w))
+
+
+class QuantizedWeight(nn.Module):
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.levels = 2 ** (int(bits) - 1) - 1
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        scale = _per_channel(w, w.detach().abs().flatten(1).amax(1).clamp_min(1e-12) / self.levels)
+        return _straight_through(w, (w / scale).round().clamp(-self.levels, self.levels) * scale)
+
+
+class MagnitudeMask(nn.Module):
+    def __init__(self, w: torch.Tensor, sparsity: float) -> None:
+        super().__init__()
+        k = int(round(float(sparsity) * w.numel()))
+        mask = torch.ones(w.numel(), dtype=w.dtype, device=w.device)
+        if k:
+            mask[w.detach().abs().flatten().argsort()[:k]] = 0
+        self.register_buffer("mask", mask.view_as(w))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask
+
+
+class SoftThreshold(nn.Module):
+    def __init__(self, w: torch.Tensor, sparsity: float) -> None:
+        super().__init__()
+        theta = torch.quantile(w.detach().abs().flatten().float(), float(sparsity)) if sparsity > 0 else torch.tensor(0.0)
+        self.theta = nn.Parameter(theta.to(w))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.sign(w) * torch.relu(w.abs() - self.theta)
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every convolution and linear layer, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHTED)]
+
+
+def _check(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"binary": {"keep_ends"}, "quantize": {"bits", "keep_ends"}, "prune": {"sparsity"},
+               "soft-prune": {"sparsity"}}
+    if method not in METHODS:
+        raise ValueError(f"compress: method must be one of {', '.join(METHODS)}, got {method!r}")
+    unknown = sorted(set(params) - allowed[method])
+    if unknown:
+        raise ValueError(f"compress {method}: unknown parameter(s) {unknown}; expected some of {sorted(allowed[method])}")
+    out = dict(params)
+    if method == "quantize":
+        bits = out.setdefault("bits", 4)
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+            raise ValueError(f"compress quantize: bits must be an integer in [2, 16], got {bits!r}")
+    if method in ("prune", "soft-prune"):
+        s = out.setdefault("sparsity", 0.9)
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < 1:
+            raise ValueError(f"compress {method}: sparsity must be a fraction in [0, 1), got {s!r}")
+    if method in ("binary", "quantize"):
+        out.setdefault("keep_ends", True)
+    return out
+
+
+def compress(model: nn.Module, method: str, **params) -> nn.Module:
+    """Compress ``model``'s weight layers in place (see the module doc); returns it, with
+    ``model.compression = {"method": ..., **params}`` recording what was done."""
+    params = _check(method, params)
+    layers = weight_layers(model)
+    if not layers:
+        raise ValueError(f"compress: {type(model).__name__} has no convolution or linear layer")
+    if getattr(model, "compression", None):
+        raise ValueError(f"compress: the model is compressed already ({model.compression})")
+    chosen = layers[1:-1] if params.get("keep_ends") and len(layers) > 2 else layers
+    for _, m in chosen:
+        w = m.weight
+        if method == "binary":
+            p = BinaryWeight()
+        elif method == "quantize":
+            p = QuantizedWeight(params["bits"])
+        elif method == "prune":
+            p = MagnitudeMask(w, params["sparsity"])
+        else:
+            p = SoftThreshold(w, params["sparsity"])
+        parametrize.register_parametrization(m, "weight", p)
+    model.compression = {"method": method, **params, "layers": [n for n, _ in chosen]}
+    return model
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Write the compressed weights into the plain layers (parametrizations removed); the
+    forward is unchanged and the state dict is the backbone's again."""
+    for _, m in weight_layers(model):
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return model
+
+
+@torch.no_grad()
+def stats(model: nn.Module) -> list[dict[str, Any]]:
+    """Per weight layer: its sparsity (fraction of zero weights) and the most distinct values
+    of any output channel (2 for binary weights, at most ``2**bits - 1`` for quantised ones)."""
+    out = []
+    for name, m in weight_layers(model):
+        w = m.weight.detach()
+        distinct = max(len(torch.unique(row)) for row in w.flatten(1))
+        out.append({"layer": name, "weights": w.numel(), "sparsity": float((w == 0).float().mean()),
+                    "distinct_per_channel": int(distinct)})
+    return out

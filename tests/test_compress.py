@@ -1,0 +1,132 @@
+"""Compression: binary weights are +-alpha per channel, quantised weights take at most 2**bits - 1
+levels, pruning reaches its sparsity, gradients pass straight through, and a baked model is the
+plain backbone again (it saves and loads as one)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from snnsec import checkpoint, compress, models
+from snnsec.harness import calibrate_bn
+
+T, P, H, W, K = 4, 2, 34, 34, 10
+
+
+def _model(arch="csnn"):
+    torch.manual_seed(0)
+    m = models.build(arch, in_channels=P, num_classes=K, sensor_hw=(H, W), T=T)
+    x = (torch.rand(4, T, P, H, W, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+    calibrate_bn(m, x)
+    return m.eval(), x
+
+
+def test_binary_weights_are_plus_minus_alpha_per_channel_and_ends_stay_full():
+    m, _ = _model()
+    layers = [w for _, w in compress.weight_layers(m)]
+    compress.compress(m, "binary")
+    compress.bake(m)
+    for layer in layers[1:-1]:
+        w = layer.weight.detach().flatten(1)
+        for row in w:
+            values = torch.unique(row.abs())
+            assert len(values) == 1  # one alpha per output channel, +-alpha only
+            assert torch.isclose(values[0], row.abs().mean())
+    first, last = compress.stats(m)[0], compress.stats(m)[-1]
+    assert first["distinct_per_channel"] > 2 and last["distinct_per_channel"] > 2
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_quantised_weights_take_few_levels(bits):
+    m, _ = _model()
+    compress.compress(m, "quantize", bits=bits, keep_ends=False)
+    compress.bake(m)
+    assert all(s["distinct_per_channel"] <= 2 ** bits - 1 for s in compress.stats(m))
+
+
+@pytest.mark.parametrize("method", ["prune", "soft-prune"])
+def test_pruning_reaches_its_sparsity_in_every_layer(method):
+    m, _ = _model("spikingformer")
+    compress.compress(m, method, sparsity=0.8)
+    compress.bake(m)
+    for s in compress.stats(m):
+        assert s["sparsity"] == pytest.approx(0.8, abs=max(2 / s["weights"], 0.01)), s
+
+
+def test_gradients_pass_straight_through_and_training_moves_the_full_precision_weights():
+    m, x = _model()
+    compress.compress(m, "binary")
+    layer = compress.weight_layers(m)[1][1]
+    original = layer.parametrizations.weight.original
+    before = original.detach().clone()
+    m.train()
+    loss = F.cross_entropy(m(x), torch.arange(len(x)) % K)
+    loss.backward()
+    assert original.grad is not None and float(original.grad.abs().sum()) > 0
+    torch.optim.SGD(m.parameters(), lr=0.1).step()
+    assert not torch.equal(before, original.detach())
+
+
+def test_a_baked_model_saves_and_loads_as_its_backbone(tmp_path):
+    from snnsec.data.spec import DataSpec
+
+    m, x = _model()
+    compress.compress(m, "prune", sparsity=0.5)
+    with torch.no_grad():
+        expected = m(x)
+    compress.bake(m)
+    spec = DataSpec("toy", sensor_size=(W, H, P), T=T, classes=tuple(str(i) for i in range(K)))
+    checkpoint.save(tmp_path / "ck", m, arch="csnn", arch_kwargs={}, spec=spec, recipe={"compression": m.compression})
+    loaded, meta = checkpoint.load(tmp_path / "ck")
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), expected, atol=1e-6)
+    assert meta["recipe"]["compression"]["method"] == "prune"
+
+
+def test_bad_requests_are_refused():
+    m, _ = _model()
+    with pytest.raises(ValueError, match="method must be one of binary, quantize, prune, soft-prune, got 'ternary'"):
+        compress.compress(m, "ternary")
+    with pytest.raises(ValueError, match=r"compress prune: unknown parameter\(s\) \['bits'\]"):
+        compress.compress(m, "prune", bits=4)
+    with pytest.raises(ValueError, match="sparsity must be a fraction in"):
+        compress.compress(m, "prune", sparsity=1.0)
+    with pytest.raises(ValueError, match="bits must be an integer in"):
+        compress.compress(m, "quantize", bits=1)
+    compress.compress(m, "binary")
+    with pytest.raises(ValueError, match="compressed already"):
+        compress.compress(m, "prune")
+
+
+def test_cli_compresses_a_checkpoint(tmp_path, capsys):
+    from snnsec.cli import main
+    from snnsec.data import load
+
+    _, spec = load("ndigits", split="test", T=4)
+    m = models.build("csnn", in_channels=2, num_classes=10, sensor_hw=(34, 34), T=4, channels=[4, 8], hidden=32)
+    ck = checkpoint.save(tmp_path / "ck", m, arch="csnn", arch_kwargs={"channels": [4, 8], "hidden": 32}, spec=spec,
+                         recipe={"name": "ce"})
+    code = main(["compress", str(ck), "--method", "quantize", "--bits", "3", "--finetune-epochs", "0",
+                 "--out", str(tmp_path / "q"), "--store", str(tmp_path / "r.sqlite"), "--no-progress"])
+    assert code == 0
+    assert "quantize: clean_accuracy" in capsys.readouterr().out
+    q, meta = checkpoint.load(tmp_path / "q")
+    assert meta["recipe"]["compression"]["bits"] == 3 and meta["recipe"]["base"]["recipe"] == {"name": "ce"}
+    assert all(s["distinct_per_channel"] <= 7 for s in compress.stats(q)[1:-1])
+    assert main(["compress", str(ck), "--method", "prune", "--compress-ends", "--out", str(tmp_path / "p"),
+                 "--store", str(tmp_path / "r.sqlite")]) == 2
+
+
+def test_training_compressed_from_the_start(tmp_path):
+    from snnsec.cli import main
+
+    assert main(["train", "--data", "ndigits", "--T", "4", "--epochs", "1", "--model-arg", "channels=[4,8]",
+                 "--model-arg", "hidden=32", "--compress", "prune:sparsity=0.5", "--out", str(tmp_path / "ck"),
+                 "--store", str(tmp_path / "r.sqlite"), "--no-progress"]) == 0
+    m, meta = checkpoint.load(tmp_path / "ck")
+    assert meta["recipe"]["compression"]["method"] == "prune"
+    assert all(s["sparsity"] == pytest.approx(0.5, abs=0.01) for s in compress.stats(m))
+    assert main(["train", "--data", "ndigits", "--compress", "prune:sparsity=2", "--out", str(tmp_path / "bad"),
+                 "--store", str(tmp_path / "r.sqlite")]) == 2
+    assert not (tmp_path / "bad").exists()
