@@ -148,7 +148,7 @@ class EnergyReport:
                                      "encoding": c.layer == self.encoding_layer}})
         for i, r in enumerate(self.firing_rates):
             groups.append({"metrics": {"firing_rate": r.rate},
-                           "extra": {"layer": r.label, "module": r.module, "layer_index": i}})
+                           "extra": {"layer": r.label, "module": r.module, "layer_index": i, "triggered": False}})
         return groups
 
 

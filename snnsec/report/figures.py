@@ -51,6 +51,8 @@ __all__ = [
     "fig_strip_entropy",
     "fig_accuracy_vs_timesteps",
     "fig_firing_rate",
+    "fig_leaderboard",
+    "fig_robustness_energy",
     "figure_data",
 ]
 
@@ -735,3 +737,63 @@ def figure_data(fig) -> list[dict]:
             "yticklabels": [t.get_text() for t in ax.get_yticklabels()],
         })
     return out
+
+
+def fig_leaderboard(df: pd.DataFrame):
+    """The leaderboard as a table: per model (and compression) clean accuracy, worst-case robust
+    accuracy per eps (marked * when the evaluation failed the integrity checklist), ASR of each
+    backdoor with the audit's verdict (+ right, - wrong), energy per sample and whether every
+    weight layer sees spikes."""
+    from snnsec.report.tables import leaderboard_table
+
+    t = leaderboard_table(df)
+    robust = [c for c in t.columns if str(c).startswith("robust_accuracy@")]
+    triggers = sorted(c.split(":", 1)[1] for c in t.columns if str(c).startswith("asr:"))
+    header = ["model", "CA", *(c.split("@", 1)[1] for c in robust), *(f"ASR {x}" for x in triggers), "energy uJ", "SD"]
+    cells = []
+    for r in t.sort_values(["dataset", "variant"]).to_dict("records"):
+        star = "*" if r["unreliable"] else ""
+        line = [str(r["variant"]), f"{r['clean_accuracy']:.3f}", *(f"{r[c]:.3f}{star}" for c in robust)]
+        for x in triggers:
+            verdict = r.get(f"audit_correct:{x}")
+            mark = "" if verdict is None or pd.isna(verdict) else (" +" if verdict >= 1 else " -")
+            line.append(f"{r[f'asr:{x}']:.2f}{mark}")
+        line += [f"{r.get('energy_pj', float('nan')) / 1e6:.3g}", "yes" if r.get("spike_driven", 0) >= 1 else "no"]
+        cells.append(line)
+    with style.paper_style():
+        fig, axes = style.new_figure(1, 1, width=2 * style.COLUMN_WIDTH, panel_height=0.6 + 0.18 * len(cells))
+        ax = axes[0, 0]
+        ax.axis("off")
+        tab = ax.table(cellText=cells, colLabels=header, loc="center", cellLoc="center")
+        tab.auto_set_font_size(False)
+        tab.set_fontsize(6)
+        ax.set_title("robust accuracy: per-sample worst case (* unreliable); ASR: + audit right, - audit wrong; "
+                     "SD: spike-driven", fontsize=6)
+    return _finish(fig, normalize(df)[lambda d: d["attack"].astype(str) == "leaderboard"])
+
+
+def fig_robustness_energy(df: pd.DataFrame):
+    """Worst-case robust accuracy against energy per sample (45 nm estimate), one point per model,
+    one panel per eps: which backbones buy robustness with energy, and which get it cheaply.
+    Blue: every weight layer sees spikes; orange: some are fed non-spike values. Hollow points:
+    evaluations that failed the integrity checklist."""
+    from snnsec.report.tables import leaderboard_table
+
+    t = leaderboard_table(df)
+    robust = [c for c in t.columns if str(c).startswith("robust_accuracy@")]
+    if "energy_pj" not in t.columns or not robust:
+        raise MissingData("leaderboard rows with energy_pj and robust_accuracy@<eps>")
+    with style.paper_style():
+        fig, axes = _grid(len(robust))
+        for ax, col in zip(axes, robust):
+            for r in t.sort_values("variant").to_dict("records"):
+                c = style.CLEAN_COLOR if r.get("spike_driven", 0) >= 1 else style.TRIGGERED_COLOR
+                ax.scatter([r["energy_pj"] / 1e6], [r[col]], s=18, edgecolors=c,
+                           facecolors="none" if r["unreliable"] else c)
+                ax.annotate(str(r["variant"]), (r["energy_pj"] / 1e6, r[col]), fontsize=5, xytext=(2, 2),
+                            textcoords="offset points")
+            _x_scale(ax, t["energy_pj"] / 1e6)
+            ax.set_xlabel("energy per sample (uJ, 45 nm)")
+            ax.set_ylabel(f"robust accuracy @ {col.split('@', 1)[1]}")
+            ax.set_ylim(-0.02, 1.02)
+    return _finish(fig, normalize(df)[lambda d: d["attack"].astype(str) == "leaderboard"])

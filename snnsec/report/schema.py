@@ -35,6 +35,10 @@ timesteps              defense ``hardening:<recipe>`` (recipe name also in
 firing_rate            metrics ``firing_rate:<layer>`` with ``extra = {"triggered": bool}`` (one call
                        per group) or metric ``firing_rate`` with ``extra = {"layer": name,
                        "layer_index": i, "triggered": bool}``; rate in spikes per neuron per step
+leaderboard,           attack ``leaderboard``, ``extra.variant`` (model and compression); metrics
+robustness_energy      ``clean_accuracy``, ``robust_accuracy@<eps>``, ``reliable``, ``asr:<trigger>``,
+                       ``audit_correct:<trigger>``, ``energy_pj``, ``sops``, ``spike_driven``
+                       (:mod:`snnsec.runs.leaderboard`)
 =====================  ======================================================================
 """
 
@@ -140,6 +144,10 @@ FIGURES: tuple[FigureSpec, ...] = (
                "T column) and the recipe in defense_params.recipe (or the defense name)"),
     FigureSpec("firing_rate", "fig_firing_rate", "Firing rate per layer, clean against triggered inputs",
                "rows with metric firing_rate, extra.layer and extra.triggered (or metric firing_rate:<layer>)"),
+    FigureSpec("leaderboard", "fig_leaderboard", "Leaderboard: accuracy, robustness, backdoors, energy per model",
+               "leaderboard bench rows (attack 'leaderboard'; extra.variant names the model and compression)"),
+    FigureSpec("robustness_energy", "fig_robustness_energy", "Worst-case robust accuracy against energy per model",
+               "leaderboard bench rows with metrics energy_pj and robust_accuracy@<eps>"),
 )
 
 

@@ -47,3 +47,73 @@ def recipe_table(df: pd.DataFrame) -> pd.DataFrame:
     table = table[sorted(table.columns, key=order)]
     table["n_seeds"] = long.groupby(keys)["seed"].nunique()
     return table.reset_index()
+
+
+# The leaderboard bench kind (snnsec.runs.leaderboard) writes one row per metric, attack "leaderboard".
+LEADERBOARD_ATTACK = "leaderboard"
+_ROBUST = re.compile(r"^robust_accuracy@(.+)$")
+
+
+def _eps_value(label: str) -> float:
+    a, _, b = label.partition("/")
+    return float(a) / float(b) if b else float(a)
+
+
+def leaderboard_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per (dataset, model variant): every leaderboard metric, mean over seeds, with
+    ``n_seeds``, the worst-case robust accuracies in eps order, and ``unreliable`` when any
+    seed's evaluation failed the integrity checklist."""
+    from snnsec.report.schema import MissingData, normalize
+
+    d = normalize(df)
+    d = d[d["attack"].astype(str) == LEADERBOARD_ATTACK]
+    if d.empty:
+        raise MissingData("leaderboard rows (attack 'leaderboard', from `snnsec bench attacks/leaderboard-nmnist.toml`)")
+    d = d.assign(variant=[(e or {}).get("variant") or m for e, m in zip(d["extra"], d["model"])])
+    keys = ["dataset", "variant"]
+    table = d.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean")
+    robust = sorted((c for c in table.columns if _ROBUST.match(c)), key=lambda c: _eps_value(_ROBUST.match(c).group(1)))
+    first = ["clean_accuracy", *robust, "reliable"]
+    rest = [c for c in table.columns if c not in first]
+    table = table[[c for c in first if c in table.columns] + sorted(rest)]
+    table.insert(0, "n_seeds", d.groupby(keys)["seed"].nunique())
+    extra = d.drop_duplicates(keys).set_index(keys)
+    table["T"] = extra["T"]
+    table["neuron"] = [(e or {}).get("neuron") for e in extra["extra"]]
+    table["unreliable"] = table["reliable"] < 1 if "reliable" in table.columns else False
+    return table.reset_index()
+
+
+def robustbench_entries(df: pd.DataFrame) -> list[dict]:
+    """One RobustBench-style entry per (dataset, model variant, eps) of the leaderboard rows:
+    RobustBench's fields (name, architecture, dataset, eps, clean_acc, autoattack_acc: here the
+    per-sample worst case over the attacks run, named in ``attacks``; unreliable;
+    number_forward_passes) and the SNN's (T, neuron, surrogate, gradient estimator, framing,
+    SOPs, energy). Accuracies in percent, as RobustBench writes them."""
+    from snnsec.report.schema import normalize
+
+    table = leaderboard_table(df)
+    d = normalize(df)
+    d = d[d["attack"].astype(str) == LEADERBOARD_ATTACK]
+    entries = []
+    for r in table.to_dict("records"):
+        same = pd.Series([(e or {}).get("variant") == r["variant"] for e in d["extra"]], index=d.index)
+        one = d[(d["dataset"] == r["dataset"]) & same]
+        cfg, ap = one.iloc[0]["config"] or {}, one.iloc[0]["attack_params"] or {}
+        for col in (c for c in r if _ROBUST.match(str(c))):
+            label = _ROBUST.match(col).group(1)
+            entries.append({
+                "name": r["variant"], "architecture": str(r["variant"]).split("+")[0], "dataset": r["dataset"],
+                "threat_model": "Linf", "eps": label, "eps_value": _eps_value(label),
+                "clean_acc": round(100 * float(r["clean_accuracy"]), 2), "autoattack_acc": round(100 * float(r[col]), 2),
+                "attacks": ap.get("attacks"), "unreliable": bool(r["unreliable"]),
+                "number_forward_passes": int(r.get("forward_passes", 0) or 0),
+                "additional_data": False, "reported": round(100 * float(r[col]), 2),
+                "footnote": "per-sample worst case over the attacks named in 'attacks' (not standard AutoAttack "
+                            "unless it names autoattack); evaluated by snnsec",
+                "snn": {"T": None if pd.isna(r["T"]) else int(r["T"]), "neuron": r.get("neuron"),
+                        "surrogate": "model's own", "gradient_estimator": "model's own surrogate",
+                        "framing": cfg.get("slicing", "events"), "sops": float(r.get("sops", float("nan"))),
+                        "energy_pj": float(r.get("energy_pj", float("nan"))),
+                        "spike_driven": bool(r.get("spike_driven", 0) >= 1), "n_seeds": int(r["n_seeds"])}})
+    return entries

@@ -9,9 +9,11 @@ the cell functions import their algorithms when they run, so this costs no torch
 from snnsec.bench import register_kind
 from snnsec.runs.bench_cells import adversarial_cell, backdoor_cell, hardening_cell
 from snnsec.runs.defense_cells import audit_cell, defense_cell
+from snnsec.runs.leaderboard import leaderboard_cell
 
 register_kind("backdoor", backdoor_cell)
 register_kind("adversarial", adversarial_cell)
 register_kind("hardening", hardening_cell)
 register_kind("defense", defense_cell)
 register_kind("audit", audit_cell)
+register_kind("leaderboard", leaderboard_cell)

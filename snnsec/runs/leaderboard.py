@@ -1,0 +1,165 @@
+"""The ``leaderboard`` bench kind (``attacks/leaderboard-nmnist.toml``): one backbone, optionally
+compressed, and every number the leaderboard shows for it.
+
+A cell names the training (``dataset``, ``root``, ``model``, ``T``, ``epochs``, ``batch_size``,
+``lr``, ``seed``; a registered model's default size) and optionally ``compress`` (``"binary"``,
+``"quantize:bits=4"``, ``"prune:sparsity=0.9"``, ``"soft-prune:sparsity=0.9"``) with
+``finetune_epochs``; then what is measured:
+
+- the clean model (trained once, cached as the adversarial bench's models are), compressed and
+  fine-tuned when asked (cached too);
+- robust accuracy, the per-sample worst case over ``attacks`` (default pgd, apgd, square) at
+  each of ``eps`` (default 4/255, 16/255, 32/255) on ``n_samples`` test samples, with the
+  integrity checklist's verdict and the per-sample forward passes the attacks spent (``fast``:
+  the reduced steps and queries of smoke runs, not for reporting);
+- energy on ``energy_samples`` test samples: SOPs, MACs, the 45 nm estimate, the mean firing
+  rate and the spike-driven check (:mod:`snnsec.energy`);
+- for each trigger in ``backdoors`` (default static, flash): the model trained with that
+  backdoor (``rate``, ``target``; cached with the defense bench's models), compressed the same
+  way when the cell compresses, its ASR on the non-target test samples, and the audit's verdict
+  (:func:`snnsec.audit.audit`, ``audit_samples`` clean samples).
+
+Metrics: ``clean_accuracy``, ``robust_accuracy@<eps>``, ``reliable``, ``forward_passes``,
+``sops``, ``macs``, ``energy_pj``, ``mean_firing_rate``, ``spike_driven``, and per trigger
+``asr:<trigger>``, ``audit_backdoored:<trigger>``, ``audit_correct:<trigger>``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TRAIN_KEYS = ("dataset", "root", "model", "T", "epochs", "batch_size", "lr", "seed")
+DEFAULTS = {"attacks": "pgd,apgd,square", "eps": ["4/255", "16/255", "32/255"], "n_samples": 100,
+            "energy_samples": 100, "backdoors": ["static", "flash"], "rate": 0.1, "target": 0, "audit_samples": 100,
+            "finetune_epochs": 3, "fast": False}
+KEYS = {"kind", "compress", *TRAIN_KEYS, *DEFAULTS}
+
+
+def parse_compress(value) -> dict | None:
+    """``"quantize:bits=4"`` (or a table ``{method = "quantize", bits = 4}``) -> ``{"method": ..., "bits": 4}``."""
+    import json
+
+    if value in (None, "", "none"):
+        return None
+    if isinstance(value, dict):
+        return dict(value)
+    method, _, rest = str(value).partition(":")
+    out = {"method": method.strip()}
+    for kv in filter(None, (s.strip() for s in rest.split(","))):
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise ValueError(f"leaderboard cell: compress: expected METHOD:KEY=VALUE,..., got {value!r}")
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v.strip()
+    return out
+
+
+def variant_name(cell: dict) -> str:
+    """The leaderboard's name of a cell's model: ``csnn``, ``csnn+binary``, ``csnn+prune(sparsity=0.9)``."""
+    c = parse_compress(cell.get("compress"))
+    if not c:
+        return str(cell["model"])
+    params = ",".join(f"{k}={v}" for k, v in c.items() if k not in ("method", "keep_ends"))
+    return f"{cell['model']}+{c['method']}" + (f"({params})" if params else "")
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("SNNSEC_CKPT_CACHE", "reports/checkpoints"))
+
+
+def _compressed(source: str | Path, compression: dict, cell: dict, *, progress: bool, device: str) -> str:
+    """``source`` compressed and fine-tuned, cached by what it was made from."""
+    from snnsec.results import config_hash
+    from snnsec.runs.compress import run_compress, save_compressed
+
+    key = {"source": str(source), "compression": compression, "finetune_epochs": int(cell["finetune_epochs"]),
+           "seed": int(cell.get("seed", 0)), "lr": 1e-4}
+    out = _cache() / f"compressed-{config_hash(key)[:16]}"
+    if not (out / "model.json").is_file():
+        params = {k: v for k, v in compression.items() if k != "method"}
+        res = run_compress(source, compression["method"], params=params, finetune_epochs=int(cell["finetune_epochs"]),
+                           seed=int(cell.get("seed", 0)), root=cell.get("root"), device=device, progress=progress)
+        save_compressed(res, out)
+    return str(out)
+
+
+def backdoor_asr(ckpt, *, root=None, device: str = "cpu") -> float:
+    """ASR of a backdoored checkpoint's own trigger on the non-target samples of its test split."""
+    from snnsec import checkpoint, metrics
+    from snnsec.attacks.backdoor.triggers import trigger_from_spec
+    from snnsec.data import frames_and_labels
+    from snnsec.harness import predict
+
+    model, meta = checkpoint.load(ckpt, device=device)
+    attack = meta["attack"]
+    trigger = trigger_from_spec(attack["trigger"], base_dir=Path(ckpt))
+    ds, _ = checkpoint.matching_dataset(meta, root=root, source=str(ckpt))
+    x, y = frames_and_labels(ds)
+    return metrics.attack_success_rate(predict(model, trigger(x), batch_size=64), y, int(attack["target"]))
+
+
+def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
+    from snnsec.attacks.adversarial import EvalConfig, format_eps
+    from snnsec.audit import audit
+    from snnsec.devices import split_cell
+    from snnsec.runs.adversarial import run_checkpoint
+    from snnsec.runs.bench_cells import _train
+    from snnsec.runs.defense_cells import cached_backdoor_checkpoint
+    from snnsec.runs.energy import run_energy
+
+    cell, device = split_cell(cell)
+    unknown = sorted(set(cell) - KEYS)
+    if unknown:
+        raise ValueError(f"leaderboard cell: unknown field(s) {unknown}; expected some of {sorted(KEYS)}")
+    c = {**DEFAULTS, **cell}
+    compression = parse_compress(c.get("compress"))
+    if compression:
+        from snnsec import compress
+
+        compression = {"method": compression["method"],
+                       **compress._check(compression["method"], {k: v for k, v in compression.items() if k != "method"})}
+    root = c.get("root")
+    ckpt = _train(c, progress, device)
+    if compression:
+        ckpt = _compressed(ckpt, compression, c, progress=progress, device=device)
+    eps = [e.strip() for e in c["eps"].split(",")] if isinstance(c["eps"], str) else list(c["eps"])
+    config = EvalConfig(attacks=c["attacks"], eps=tuple(eps), seed=int(c["seed"]), fast=bool(c["fast"]))
+    ev, _ = run_checkpoint(ckpt, data=c["dataset"], root=root, n_samples=int(c["n_samples"]), config=config,
+                           progress=progress, device=device)
+    m = {"clean_accuracy": ev.clean_accuracy, "reliable": float(ev.reliable),
+         "forward_passes": float(sum(r.counts.get("forward_samples", 0) for r in ev.runs))}
+    for e, a in ev.robust_accuracy.items():
+        m[f"robust_accuracy@{format_eps(e)}"] = a
+    er = run_energy(ckpt, data=c["dataset"], root=root, n_samples=int(c["energy_samples"]), seed=int(c["seed"]),
+                    device=device, progress=progress)
+    m.update({k: v for k, v in er.reports["clean"].metrics().items() if k != "non_spike_layers"})
+    audits = {}
+    for trig in c["backdoors"]:
+        bcell = {**{k: c[k] for k in TRAIN_KEYS if k in c}, "trigger": trig, "rate": float(c["rate"]),
+                 "target": int(c["target"])}
+        bck = str(cached_backdoor_checkpoint(bcell, progress=progress, device=device))
+        if compression:
+            bck = _compressed(bck, compression, c, progress=progress, device=device)
+        m[f"asr:{trig}"] = backdoor_asr(bck, root=root, device=device)
+        r = audit(bck, data=c["dataset"], root=root, n_clean=int(c["audit_samples"]), seed=int(c["seed"]),
+                  progress=progress, device=device)
+        m[f"audit_backdoored:{trig}"] = float(r.backdoored)
+        m[f"audit_correct:{trig}"] = float(r.backdoored and r.target == int(c["target"]))
+        audits[trig] = {"target": r.target, "why": r.reason()}
+    return {"metrics": m, "attack": "leaderboard", "attack_params": {"attacks": c["attacks"], "eps": eps},
+            "extra": {"variant": variant_name(c), "compression": compression, "checkpoint": ckpt,
+                      "unreliable_reasons": ev.unreliable_reasons(), "audits": audits,
+                      "non_spike_layers": [x.layer for x in er.reports["clean"].non_spike_layers],
+                      "neuron": _neuron(ckpt)}}
+
+
+def _neuron(ckpt) -> str:
+    """The spiking neuron type(s) of a checkpoint's model, for the RobustBench export."""
+    from snnsec import checkpoint
+    from snnsec.harness import spiking_neurons
+
+    model, _ = checkpoint.load(ckpt)
+    return ",".join(sorted({type(m).__name__ for _, m, _ in spiking_neurons(model)}))
