@@ -58,6 +58,18 @@ def add_thread_option(p: argparse.ArgumentParser) -> None:
     p.set_defaults(computes=True)
 
 
+def add_checkpoint_input(p: argparse.ArgumentParser) -> None:
+    """The positional checkpoint and the options that say how to read it and its data."""
+    from pathlib import Path
+
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder, .safetensors or .json")
+    p.add_argument("--data", default=None, help="dataset name (default: the checkpoint's)")
+    p.add_argument("--root", default=None, help="dataset folder (not needed for ndigits)")
+    p.add_argument("--arch", metavar="MODULE:FUNCTION", default=None,
+                   help="allow the checkpoint's own factory: snnsec never imports code a checkpoint names, so a "
+                   "model.json whose arch is MODULE:FUNCTION loads only when you name the same factory here")
+
+
 def add_device_option(p: argparse.ArgumentParser, *, per_cell: bool = False) -> None:
     """Declare that command ``p`` runs a model: ``--device`` (checked by :func:`main` before the
     command starts) and ``--backend`` (set before spikingjelly is imported); :mod:`snnsec.devices`.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snnsec.cli import CLIError, add_device_option, add_output_checks, positive_int
+from snnsec.cli import CLIError, add_checkpoint_input, add_device_option, add_output_checks, positive_int
 from snnsec.cli.attack import attack_subparsers
 
 
@@ -21,12 +21,7 @@ def register(sub) -> None:
         "Square vs white-box, constraints, non-zero gradients, repeatable forwards) marks the run unreliable if "
         "any check fails. Writes OUT/metrics.json and OUT/robustness.png and appends rows to the store.",
     )
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder, .safetensors or .json")
-    p.add_argument("--data", default=None, help="dataset name (default: the checkpoint's)")
-    p.add_argument("--arch", metavar="MODULE:FUNCTION", default=None,
-                   help="allow the checkpoint's own factory: snnsec never imports code a checkpoint names, so a "
-                   "model.json whose arch is MODULE:FUNCTION loads only when you name the same factory here")
-    p.add_argument("--root", default=None, help="dataset folder (not needed for ndigits)")
+    add_checkpoint_input(p)
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--attacks", default="pgd,apgd,square",
                    help=f"comma-separated attacks ({', '.join(attack_names())}, spikeflip) or an alias "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from snnsec.cli import add_device_option, add_output_checks, positive_int
+from snnsec.cli import add_checkpoint_input, add_device_option, add_output_checks, positive_int
 
 
 def register(sub) -> None:
@@ -16,7 +16,7 @@ def register(sub) -> None:
         "quantize: BITS-bit weights; prune: magnitude pruning to SPARSITY; soft-prune: a learnable soft threshold "
         "started at SPARSITY), fine-tune it compressed on the checkpoint's training split, and save the baked "
         "weights as a checkpoint of the same backbone.")
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder, .safetensors or .json")
+    add_checkpoint_input(p)
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--bits", type=int, default=None, help="quantize: weight bits (default 4)")
     p.add_argument("--sparsity", type=float, default=None, help="prune, soft-prune: fraction of zero weights (default 0.9)")
@@ -26,10 +26,6 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="dataset name (default: the checkpoint's)")
-    p.add_argument("--root", default=None, help="dataset folder (not needed for ndigits)")
-    p.add_argument("--arch", metavar="MODULE:FUNCTION", default=None,
-                   help="allow the checkpoint's own factory (snnsec never imports code a checkpoint names)")
     p.add_argument("--out", required=True, type=Path, help="output folder (a checkpoint)")
     p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--no-progress", action="store_true")

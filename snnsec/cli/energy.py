@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from snnsec.cli import add_device_option, add_output_checks, positive_int
+from snnsec.cli import add_checkpoint_input, add_device_option, add_output_checks, positive_int
 
 
 def register(sub) -> None:
@@ -14,9 +14,7 @@ def register(sub) -> None:
         "seeded subset of its data, estimate energy with the 45 nm figures (0.9 pJ per AC, 4.6 pJ per MAC), and list "
         "the layers fed non-spike values. Optionally on the checkpoint's trigger, on adversarial inputs and on sponge "
         "inputs that maximise the spike count, each with its energy ratio against clean input.")
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder, .safetensors or .json")
-    p.add_argument("--data", default=None, help="dataset name (default: the checkpoint's)")
-    p.add_argument("--root", default=None, help="dataset folder (not needed for ndigits)")
+    add_checkpoint_input(p)
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--n-samples", type=positive_int, default=100, help="seeded random subset (default 100)")
     p.add_argument("--seed", type=int, default=0)
@@ -26,8 +24,6 @@ def register(sub) -> None:
     p.add_argument("--sponge", default="", help="comma-separated radii of the sponge attack, e.g. 8/255,32/255")
     p.add_argument("--sponge-steps", type=positive_int, default=20)
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--arch", metavar="MODULE:FUNCTION", default=None,
-                   help="allow the checkpoint's own factory (snnsec never imports code a checkpoint names)")
     p.add_argument("--out", required=True, type=Path, help="output folder (metrics.json)")
     p.add_argument("--store", default=None, help="results store (default: $SNNSEC_STORE or reports/results.sqlite)")
     p.add_argument("--no-progress", action="store_true")
