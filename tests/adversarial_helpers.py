@@ -89,3 +89,37 @@ class Leaky(nn.Module):
         m = x.detach().mean(0, keepdim=True)
         self.trace = m if self.trace is None else 0.5 * self.trace + m
         return self.model(x) + 3.0 * self.trace.flatten(1)[:, :K].sum(1, keepdim=True) * torch.arange(K).to(x)
+
+
+class _ZeroGradFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return (x >= 0).to(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad)
+
+
+class ZeroSurrogate(nn.Module):
+    """A surrogate that passes no gradient (a masked model), duck-typed as spikingjelly's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spiking = True
+
+    def forward(self, x):
+        return _ZeroGradFn.apply(x)
+
+
+def masked_surrogate_copy(model: SpikingClassifier) -> SpikingClassifier:
+    """The same model whose own surrogate passes zero gradient; an attack-time surrogate
+    (``gradients=("atan",)``) replaces it and recovers the gradient."""
+    import copy
+
+    from snnsec.harness import spiking_neurons
+
+    masked = copy.deepcopy(model)
+    for _, m, attr in spiking_neurons(masked):
+        setattr(m, attr, ZeroSurrogate())
+    return masked.eval()

@@ -13,7 +13,7 @@ from snnsec.attacks.adversarial import (ATTACKS, DEFAULT_SWEEP, EOT, Attack, Eva
                                         evaluation_rows, expand_attacks, flips_to_reach, gradient_mode, parse_eps)
 from snnsec.attacks.adversarial import checks as C
 from snnsec.runs.adversarial import save_evaluation
-from adversarial_helpers import T, Leaky, hard_threshold_copy, trained_csnn
+from adversarial_helpers import T, Leaky, hard_threshold_copy, masked_surrogate_copy, trained_csnn
 
 
 # torchattacks' SparseFool calls numpy in a way numpy 2 deprecates
@@ -225,6 +225,28 @@ def test_hard_threshold_model_is_flagged_unreliable(trained):
     failed = {r["check"] for r in ev.check_rows if r["passed"] is False}
     assert "gradient_nonzero" in failed
     assert not ev.reliable and ev.to_dict()["reliable"] is False
+
+
+def test_the_checklist_judges_the_estimator_the_attack_used(trained):
+    model, x, y = trained
+    masked = masked_surrogate_copy(model)
+    cfg = dict(attacks="pgd", eps=("8/255", "64/255"), fast=True)
+    # its own (zero) gradient: every gradient check fails, nothing rescues it
+    own = evaluate(masked, x, y, EvalConfig(**cfg), progress=False)
+    assert not own.reliable
+    assert any(r.startswith("[model] gradient_nonzero") for r in own.unreliable_reasons())
+    # through a working attack-time surrogate the attack recovers and the run is judged by it
+    atan = evaluate(masked, x, y, EvalConfig(gradients=("atan",), **cfg), progress=False)
+    assert atan.reliable and atan.unreliable_reasons() == []
+    assert {r.get("estimator") for r in atan.check_rows if r["check"] == "gradient_nonzero"} == {"atan"}
+    assert atan.robust_accuracy[64 / 255] < own.robust_accuracy[64 / 255]
+    # one working estimator among broken ones is enough, and each is reported
+    both = evaluate(masked, x, y, EvalConfig(gradients=("model", "atan"), **cfg), progress=False)
+    assert both.reliable
+    assert C.estimators(both.check_rows) == {"model": False, "atan": True}
+    # a hard-threshold model has no surrogate to replace: asking for one is refused, not trusted
+    with pytest.raises(ValueError, match="has no spiking neuron with a surrogate"):
+        evaluate(hard_threshold_copy(model), x, y, EvalConfig(gradients=("atan",), **cfg), progress=False)
 
 
 def test_stateful_model_is_flagged_unreliable(trained):

@@ -41,7 +41,23 @@ def tolerance(n: int, tol: float = 0.01) -> float:
 
 
 def reliable(rows: list[dict]) -> bool:
-    return not any(r["passed"] is False for r in rows)
+    """No estimator-independent check failed, and (where checks ran per gradient estimator) at
+    least one estimator passed all of its own: an attack that found its adversarial examples
+    through a working estimator is trusted even when the model's own gradient is masked."""
+    if any(r["passed"] is False for r in rows if r.get("estimator") is None):
+        return False
+    per = estimators(rows)
+    return not per or any(ok for ok in per.values())
+
+
+def estimators(rows: list[dict]) -> dict[str, bool]:
+    """Each gradient estimator the checks ran with -> whether none of its checks failed."""
+    out: dict[str, bool] = {}
+    for r in rows:
+        g = r.get("estimator")
+        if g is not None:
+            out[g] = out.get(g, True) and r["passed"] is not False
+    return out
 
 
 def check_repeat(model: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> dict:

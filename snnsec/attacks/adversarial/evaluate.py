@@ -159,10 +159,11 @@ class AdversarialEvaluation:
     def reliable(self) -> bool:
         return C.reliable(self.check_rows)
 
-    def _mask(self, attack: str | None, eps: float) -> torch.Tensor:
+    def _mask(self, attack: str | None, eps: float, gradient: str | None = None) -> torch.Tensor:
         m = self.clean_correct.clone()
         for r in self.runs:
-            if (attack is None or r.attack == attack) and self._counts_at(r, eps):
+            if (attack is None or r.attack == attack) and (gradient is None or r.gradient == gradient) \
+                    and self._counts_at(r, eps):
                 m &= _correct_at(r, eps)
         return m
 
@@ -173,8 +174,10 @@ class AdversarialEvaluation:
     def attacks(self) -> list[str]:
         return list(dict.fromkeys(r.attack for r in self.runs))
 
-    def robust_mask(self, eps: float, attack: str | None = None) -> torch.Tensor:
-        return self._mask(attack, eps) if eps > 0 else self.clean_correct.clone()
+    def robust_mask(self, eps: float, attack: str | None = None, gradient: str | None = None) -> torch.Tensor:
+        """Samples robust at ``eps`` to ``attack`` (default: every attack) through ``gradient``
+        (default: every estimator): the per-sample worst case over what was run."""
+        return self._mask(attack, eps, gradient) if eps > 0 else self.clean_correct.clone()
 
     @property
     def robust_accuracy(self) -> dict[float, float]:
@@ -235,8 +238,14 @@ class AdversarialEvaluation:
         return out
 
     def unreliable_reasons(self) -> list[str]:
-        return [f"{r['check']}: {r['detail']} (value {r['value']:.4g}, threshold {r['threshold']:.4g})"
-                for r in self.check_rows if r["passed"] is False]
+        """Why the run is unreliable (empty when it is not): each failed estimator-independent
+        check, and, when no gradient estimator passed its own checks, each estimator's failures."""
+        if self.reliable:
+            return []
+        rescued = any(C.estimators(self.check_rows).values())
+        return [(f"[{r['estimator']}] " if r.get("estimator") else "")
+                + f"{r['check']}: {r['detail']} (value {r['value']:.4g}, threshold {r['threshold']:.4g})"
+                for r in self.check_rows if r["passed"] is False and not (rescued and r.get("estimator"))]
 
     def to_dict(self) -> dict:
         eh = self.eps_half()
@@ -400,11 +409,15 @@ def _run_flips(attacked, x, y, clean_correct, cfg, binary, ev) -> dict:
 
 
 def _checklist(attacked, judge, x, y, clean_correct, cfg, ev) -> list[dict]:
+    """The integrity checks. Those that ask whether the gradient an attack followed was any good
+    (non-zero, PGD beats FGSM, more steps help, a huge eps breaks everything) run once per gradient
+    estimator the evaluation used, on that estimator's gradient, and carry its name: a masked
+    model attacked through a working surrogate is judged by the surrogate, not by the gradient the
+    attack never used (:func:`~snnsec.attacks.adversarial.checks.reliable`)."""
     rows = []
     n = ev.n
     sub = slice(0, min(n, cfg.batch_size))
     rows.append(C.check_repeat(judge, x[sub]))
-    rows.append(C.check_gradient(attacked, x[sub], y[sub], clean_correct[sub], cfg.min_grad_fraction))
     # the PGD pipeline at eps = 0 must give back the clean predictions
     _, _, eps0_correct = _run_attack(attacked, judge, "pgd", "model", 0.0, x, y, clean_correct, cfg, only_correct=False)
     rows.append(C.check_eps_zero(clean_correct, eps0_correct, "pgd"))
@@ -412,14 +425,33 @@ def _checklist(attacked, judge, x, y, clean_correct, cfg, ev) -> list[dict]:
     curves = {a: {e: float(ev.robust_mask(e, a).float().mean()) for e in eps_pos} for a in ev.attacks()}
     if curves:
         rows.append(C.check_monotone_eps(curves, n, cfg.tol))
+    for grad in cfg.gradients or ("model",):
+        rows += [{**r, "estimator": grad} for r in _estimator_checks(attacked, judge, grad, x, y, clean_correct, cfg, ev,
+                                                                     eps_pos, sub)]
+    if "square" in ev.attacks():
+        white = [a for a in ev.attacks() if ATTACKS[a].white_box]
+        if white:
+            sq = {e: ~ev.robust_mask(e, "square") & clean_correct for e in eps_pos}
+            wb = {e: ~_and([ev.robust_mask(e, a) for a in white]) & clean_correct for e in eps_pos}
+            rows.append(C.check_square(sq, wb, n, cfg.tol))
+    return rows
+
+
+def _estimator_checks(attacked, judge, grad, x, y, clean_correct, cfg, ev, eps_pos, sub) -> list[dict]:
+    """The gradient checks of one estimator (see :func:`_checklist`)."""
+    n = ev.n
+    with gradient_mode(_inner(attacked), grad):
+        rows = [C.check_gradient(attacked, x[sub], y[sub], clean_correct[sub], cfg.min_grad_fraction)]
     # FGSM baseline and a longer/shorter PGD: run here if the user did not ask for them
     if eps_pos:
-        fg = {e: float(_run_attack(attacked, judge, "fgsm", "model", e, x, y, clean_correct, cfg)[0].correct.float().mean())
+        fg = {e: float(_run_attack(attacked, judge, "fgsm", grad, e, x, y, clean_correct, cfg)[0].correct.float().mean())
               for e in eps_pos}
-        iterative = [a for a in ("pgd", "apgd", "bim", "autoattack") if a in ev.attacks()]
+        iterative = [a for a in ("pgd", "apgd", "bim", "autoattack") if a in ev.attacks()
+                     and any(r.gradient == grad for r in ev.runs if r.attack == a)]
         if iterative:
             a = iterative[0]
-            rows.append(C.check_pgd_vs_fgsm({e: float(ev.robust_mask(e, a).float().mean()) for e in eps_pos}, fg, a, n, cfg.tol))
+            rows.append(C.check_pgd_vs_fgsm({e: float(ev.robust_mask(e, a, grad).float().mean()) for e in eps_pos}, fg,
+                                            a, n, cfg.tol))
         else:
             rows.append(C._row("pgd_vs_fgsm", None, float("nan"), 0, "no iterative L-inf attack run"))
         if cfg.steps_check:
@@ -428,17 +460,11 @@ def _checklist(attacked, judge, x, y, clean_correct, cfg, ev) -> list[dict]:
             e_mid = min(eps_pos, key=lambda e: abs(fg[e] - target))
             steps_many = 20 if not cfg.fast else 10
             few, many = max(1, steps_many // 4), steps_many
-            accs = [float(_run_attack(attacked, judge, "pgd", "model", e_mid, x, y, clean_correct, cfg, steps=s)[0]
+            accs = [float(_run_attack(attacked, judge, "pgd", grad, e_mid, x, y, clean_correct, cfg, steps=s)[0]
                           .correct.float().mean()) for s in (few, many)]
             rows.append(C.check_monotone_steps(accs[0], accs[1], (few, many), e_mid, n, cfg.tol))
-    large, _, _ = _run_attack(attacked, judge, "pgd", "model", cfg.large_eps, x, y, clean_correct, cfg)
+    large, _, _ = _run_attack(attacked, judge, "pgd", grad, cfg.large_eps, x, y, clean_correct, cfg)
     rows.append(C.check_large_eps(float(large.correct.float().mean()), cfg.large_eps, "pgd"))
-    if "square" in ev.attacks():
-        white = [a for a in ev.attacks() if ATTACKS[a].white_box]
-        if white:
-            sq = {e: ~ev.robust_mask(e, "square") & clean_correct for e in eps_pos}
-            wb = {e: ~_and([ev.robust_mask(e, a) for a in white]) & clean_correct for e in eps_pos}
-            rows.append(C.check_square(sq, wb, n, cfg.tol))
     return rows
 
 
