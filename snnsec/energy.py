@@ -116,6 +116,14 @@ class EnergyReport:
         return E_AC_PJ * self.sops + E_MAC_PJ * self.macs
 
     @property
+    def body_energy_pj(self) -> float:
+        """Energy of every weight layer but the encoding one: what spikes cost. An L-inf
+        perturbation makes binary frames real-valued, so the encoding layer turns to MACs under
+        any attack; the body shows what the attack did to the spiking."""
+        body = self.layers[1:]
+        return sum(E_AC_PJ * c.sops + E_MAC_PJ * c.macs for c in body) / self.n
+
+    @property
     def mean_firing_rate(self) -> float:
         return sum(r.rate for r in self.firing_rates) / len(self.firing_rates) if self.firing_rates else float("nan")
 
@@ -133,7 +141,7 @@ class EnergyReport:
         return not [c for c in self.non_spike_layers if not (encoding_aside and c.layer == self.encoding_layer)]
 
     def metrics(self) -> dict[str, float]:
-        return {"sops": self.sops, "macs": self.macs, "energy_pj": self.energy_pj,
+        return {"sops": self.sops, "macs": self.macs, "energy_pj": self.energy_pj, "body_energy_pj": self.body_energy_pj,
                 "mean_firing_rate": self.mean_firing_rate, "non_spike_layers": float(len(self.non_spike_layers)),
                 "spike_driven": float(self.spike_driven())}
 

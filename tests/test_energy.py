@@ -82,7 +82,7 @@ def test_reports_carry_firing_rates_and_rows(backbone_reports):
     r = backbone_reports["csnn"]
     assert r.firing_rates and 0 < r.mean_firing_rate < 1
     m = r.metrics()
-    assert set(m) == {"sops", "macs", "energy_pj", "mean_firing_rate", "non_spike_layers", "spike_driven"}
+    assert set(m) == {"sops", "macs", "energy_pj", "body_energy_pj", "mean_firing_rate", "non_spike_layers", "spike_driven"}
     groups = r.row_groups()
     layer_rows = [g for g in groups if "layer_sops" in g["metrics"]]
     assert len(layer_rows) == len(r.layers) and layer_rows[0]["extra"]["encoding"]
@@ -160,3 +160,13 @@ def test_cli_refuses_a_trigger_the_checkpoint_lacks(tmp_path, capsys):
     assert "records no trigger (field 'attack.trigger'" in capsys.readouterr().err
     assert main(["energy", str(ck), "--eps", "8/255", "--out", str(tmp_path / "e2"), "--store", str(tmp_path / "r.sqlite")]) == 2
     assert "--eps needs --attack" in capsys.readouterr().err
+
+
+def test_body_energy_leaves_the_encoding_layer_out():
+    torch.manual_seed(0)
+    net = _TwoLayers()
+    x = torch.rand(4, 10)  # real-valued input: the encoding layer multiplies
+    r = energy.measure(net, x, rates=False)
+    fc1, fc2 = r.layers
+    assert r.body_energy_pj == pytest.approx((energy.E_AC_PJ * fc2.sops + energy.E_MAC_PJ * fc2.macs) / 4)
+    assert r.energy_pj - r.body_energy_pj == pytest.approx(energy.E_MAC_PJ * fc1.macs / 4)

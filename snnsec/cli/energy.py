@@ -50,10 +50,13 @@ def run(args) -> int:
     print(f"{'layer':44s} {'input':12s} {'SOPs':>12s} {'MACs':>12s}")
     for c in clean.layers:
         print(f"{c.layer[-44:]:44s} {c.input_kind:12s} {c.sops / clean.n:12.4g} {c.macs / clean.n:12.4g}")
-    print(f"{'input':16s} {'energy (uJ)':>12s} {'ratio':>7s} {'SOPs':>11s} {'MACs':>11s} {'fire rate':>9s} {'accuracy':>8s}")
+    print(f"{'input':16s} {'energy (uJ)':>12s} {'ratio':>7s} {'body ratio':>10s} {'SOPs':>11s} {'MACs':>11s} "
+          f"{'fire rate':>9s} {'accuracy':>8s}")
     for kind, m in summary["inputs"].items():
-        print(f"{kind:16s} {m['energy_pj'] / 1e6:12.4g} {m['energy_ratio']:7.3f} {m['sops']:11.4g} {m['macs']:11.4g} "
-              f"{m['mean_firing_rate']:9.4f} {m['accuracy']:8.3f}")
+        print(f"{kind:16s} {m['energy_pj'] / 1e6:12.4g} {m['energy_ratio']:7.3f} {m['body_energy_ratio']:10.3f} "
+              f"{m['sops']:11.4g} {m['macs']:11.4g} {m['mean_firing_rate']:9.4f} {m['accuracy']:8.3f}")
+    print("body: every weight layer but the encoding one (an L-inf perturbation makes binary frames real-valued, so "
+          "the encoding layer multiplies under any attack)")
     flagged = [c.layer for c in clean.non_spike_layers if c.layer != clean.encoding_layer]
     print("spike-driven: every weight layer sees spikes (the encoding layer aside)" if not flagged else
           f"NOT spike-driven: {len(flagged)} layer(s) fed non-spike values: {', '.join(flagged)}")

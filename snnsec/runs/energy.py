@@ -28,8 +28,14 @@ class EnergyRun:
     config: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, dict[str, float]]:
-        clean = self.reports["clean"].energy_pj
-        return {kind: {**r.metrics(), "accuracy": self.accuracy[kind], "energy_ratio": r.energy_pj / clean if clean else float("nan")}
+        clean = self.reports["clean"]
+
+        def ratio(a: float, b: float) -> float:
+            return a / b if b else float("nan")
+
+        return {kind: {**r.metrics(), "accuracy": self.accuracy[kind], "energy_ratio": ratio(r.energy_pj, clean.energy_pj),
+                       "body_energy_ratio": ratio(r.body_energy_pj, clean.body_energy_pj),
+                       "firing_rate_ratio": ratio(r.mean_firing_rate, clean.mean_firing_rate)}
                 for kind, r in self.reports.items()}
 
 
