@@ -201,3 +201,29 @@ def test_cli_and_bench_on_cuda(tmp_path):
     bench.run_spec(spec, store=tmp_path / "b.sqlite", progress=False, device=CUDA)
     rows = results.Store(tmp_path / "b.sqlite").load(parse_json=True)
     assert all(c.get("device") == (None if CUDA == "cpu" else "cuda") for c in rows["config"])
+
+
+def test_energy_and_the_sponge_on_cuda_match_the_cpu():
+    from snnsec import energy
+    from snnsec.attacks.adversarial.sponge import Sponge
+
+    model, x, _ = trained_csnn()
+    reports = {d: energy.measure(on(model, d), x) for d in ("cpu", CUDA)}
+    a, b = reports["cpu"], reports[CUDA]
+    assert [c.layer for c in a.layers] == [c.layer for c in b.layers]
+    assert [c.input_kind for c in a.layers] == [c.input_kind for c in b.layers]
+    assert b.sops == pytest.approx(a.sops, rel=0.01) and b.macs == a.macs
+    sponged = {d: Sponge(on(model, d), 32 / 255, steps=5)(x) for d in ("cpu", CUDA)}
+    assert sponged[CUDA].device.type == "cpu"
+    assert float((sponged[CUDA] - sponged["cpu"]).abs().max()) <= 2 * 2.5 * (32 / 255) / 5 + 1e-6
+
+
+def test_compress_on_cuda(tmp_path):
+    from snnsec import compress
+
+    model, x, y = trained_csnn()
+    gpu = on(model, CUDA)
+    compress.compress(gpu, "binary")
+    compress.bake(gpu)
+    assert device_of(gpu).type == torch.device(CUDA).type
+    assert all(s["distinct_per_channel"] <= 2 for s in compress.stats(gpu)[1:-1])
