@@ -35,9 +35,11 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from snnsec.train_settings import COMPRESS_METHODS
+
 __all__ = ["METHODS", "compress", "bake", "weight_layers", "stats"]
 
-METHODS = ("binary", "quantize", "prune", "soft-prune")
+METHODS = COMPRESS_METHODS
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 LOSSES = ("ce", "mse-rate")
+# snnsec.compress's methods, named here so that `snnsec compress --help` imports no torch
+COMPRESS_METHODS = ("binary", "quantize", "prune", "soft-prune")
 # cosine: annealed to 0 over every optimiser step; cosine-epoch: one step per epoch
 # (CosineAnnealingLR(T_max=epochs) stepped after each epoch, as the Sneaky Spikes reference)
 SCHEDULES = ("cosine", "cosine-epoch", "constant")

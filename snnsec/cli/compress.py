@@ -8,7 +8,7 @@ from snnsec.cli import add_checkpoint_input, add_device_option, add_output_check
 
 
 def register(sub) -> None:
-    from snnsec.compress import METHODS
+    from snnsec.train_settings import COMPRESS_METHODS as METHODS
 
     p = sub.add_parser(
         "compress", help="a binary-weight, low-bit or pruned copy of a trained checkpoint, fine-tuned",
