@@ -121,6 +121,11 @@ ATTACKS: dict[str, AttackInfo] = dict([
           lambda m, eps, *, steps, seed, num_classes, eot_iter, **k: torchattacks.APGDT(
               m, norm="Linf", eps=eps, steps=steps, seed=seed, n_classes=_targets(num_classes), eot_iter=eot_iter),
           "APGD-T, targeted DLR over the 9 most likely other classes", full_steps=_APGD_STEPS, eot_iter=1),
+    _info("sapgd", "linf", True,
+          lambda m, eps, *, steps, seed, **k: importlib.import_module("snnsec.attacks.adversarial.sapgd").SAPGD(
+              m, eps=eps, steps=steps, seed=seed),
+          "SA-PGD (2025): L1-normalised Adam-like moments, halving step; with --surrogates assg:<omega> the "
+          "paper's ASSG + SA-PGD", full_steps=_APGD_STEPS),
     _info("fab", "linf", True,
           lambda m, eps, *, steps, seed, num_classes, **k: torchattacks.FAB(
               m, norm="Linf", eps=eps, steps=steps, seed=seed, multi_targeted=True, n_classes=_targets(num_classes)),
@@ -156,7 +161,14 @@ ALIASES = {
 EXTRA_ATTACKS = ("spikeflip",)
 # gradient estimators that replace the spike function's gradient by a rate gradient
 RATE_MODES = ("bptr", "rga")
+# input-adaptive estimators (snnsec.attacks.adversarial.adaptive): pdsg takes no parameter,
+# assg its omega, hart its gamma
+ADAPTIVE_MODES = ("pdsg", "assg", "hart")
+# defaults when no parameter is given: the references pick theirs per model by a search on the test
+# set (ASSG: ternary search over omega in [0.35, 0.49]; HART: gamma grid 0.10..2.45); 0.43 is the
+# reference's fixed omega for CIFAR10-DVS, gamma 0.5 a triangle of full width 1
+ADAPTIVE_DEFAULTS = {"assg": 0.43, "hart": 0.5}
 
 
 def gradient_names() -> tuple[str, ...]:
-    return ("model", *SURROGATES, *RATE_MODES)
+    return ("model", *SURROGATES, *RATE_MODES, *ADAPTIVE_MODES)

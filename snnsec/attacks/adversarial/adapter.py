@@ -133,6 +133,10 @@ class Attack:
         x, y = x.to(dev), y.to(dev)
         view = self.counter.model
         packed = view.pack(x)
+        for m in self.model.modules():  # input-adaptive estimators (ASSG) start afresh per attacked batch
+            restart = getattr(m, "restart_statistics", None)
+            if callable(restart):
+                restart()
         with preserve_modes(self.model), _rng_guard(self.seed):
             atk = self._build()
             m = self.info.input_margin

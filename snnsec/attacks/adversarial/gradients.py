@@ -11,6 +11,8 @@ backward the neuron is given. One name selects one estimator:
   ReLU of its firing rate, ``d s_t / d x_t = 1[mean_t s > 0]``.
 * ``"rga"``: rate gradient approximation (Bu, Ding, Hao, Yu, CVPR 2023): the slope of the LIF
   rate as a function of the time-averaged input, piecewise constant, the same for every step.
+* ``"pdsg"``, ``"assg:<omega>"``, ``"hart:<gamma>"``: the input-adaptive estimators of
+  :mod:`snnsec.attacks.adversarial.adaptive` (PDSG, CVPR 2025; ASSG, 2025; HART, ICLR 2024).
 
 BPTR and RGA need the whole time sequence at once, so they apply to neurons that run in
 multi-step mode (input ``[T, B, ...]``); they are installed as forward hooks that keep the
@@ -25,7 +27,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from snnsec.attacks.catalog import RATE_MODES, gradient_names
+from snnsec.attacks.catalog import ADAPTIVE_DEFAULTS, RATE_MODES, gradient_names
 from snnsec.harness import override_surrogate, spiking_neurons
 
 __all__ = ["DEFAULT_SWEEP", "RATE_MODES", "gradient_mode", "parse_gradient", "gradient_names"]
@@ -34,8 +36,10 @@ __all__ = ["DEFAULT_SWEEP", "RATE_MODES", "gradient_mode", "parse_gradient", "gr
 # Surrogates of the Özdenizci & Legenstein ensemble that this harness can build (triangle and rect
 # at several widths, straight-through) plus the two smooth spikingjelly defaults and the rate
 # estimators; per-sample worst case over all of them.
+# The adaptive estimators at a few settings of their parameter stand in for the references'
+# per-model searches: the per-sample worst case over the grid is at least as strong as its best point.
 DEFAULT_SWEEP = ("sigmoid", "atan", "triangle:0.5", "triangle:1", "triangle:2", "rect:0.5", "rect:1", "rect:2",
-                 "ste", "bptr", "rga")
+                 "ste", "bptr", "rga", "pdsg", "assg:0.41", "assg:0.45", "hart:0.5", "hart:1")
 
 # RGA constants from putshua/SNN_attack_RGA models/layers.py::RateBp (gamma, extension, desired slope)
 _RGA_GAMMA, _RGA_EXT, _RGA_DES = 0.2, 1.0, 1.0
@@ -51,14 +55,14 @@ def parse_gradient(spec: str) -> tuple[str, float | None]:
                          "(surrogates take ':alpha', triangle/rect ':width')")
     if not param:
         return name, None
-    if name in ("model", "ste", *RATE_MODES):
+    if name in ("model", "ste", "pdsg", *RATE_MODES):
         raise ValueError(f"gradient estimator {name!r} takes no parameter, got {spec!r}")
     try:
         value = float(param)
     except ValueError:
         raise ValueError(f"gradient estimator {spec!r}: parameter after ':' must be a number") from None
-    if value <= 0:
-        raise ValueError(f"gradient estimator {spec!r}: parameter must be > 0")
+    if value <= 0 or (name == "assg" and value >= 0.5):
+        raise ValueError(f"gradient estimator {spec!r}: parameter must be > 0" + (" and < 0.5" if name == "assg" else ""))
     return name, value
 
 
@@ -136,6 +140,15 @@ def gradient_mode(model: nn.Module, spec: str) -> Iterator[str]:
         return
     if name in RATE_MODES:
         with _rate_gradients(model, name):
+            yield spec
+        return
+    if name in ("pdsg", "assg", "hart"):
+        from snnsec.attacks.adversarial import adaptive
+
+        value = param if param is not None else ADAPTIVE_DEFAULTS.get(name)
+        ctx = (adaptive.pdsg_mode(model) if name == "pdsg" else adaptive.assg_mode(model, value) if name == "assg"
+               else adaptive.hart_mode(model, value))
+        with ctx:
             yield spec
         return
     kw = {}

@@ -1,0 +1,212 @@
+"""Input-adaptive gradient estimators from 2024-2025 work on reliable SNN evaluation.
+
+Each replaces only the backward of the spike function (forward values unchanged) and reads the
+membrane potential the neuron hands its surrogate (``h_t - theta``, the charged potential
+before spike and reset). spikingjelly 2.0 calls a surrogate it does not know once per time step
+on its plain-autograd path, so these work with its IF/LIF/PLIF neurons in multi-step mode and
+with any neuron that calls its surrogate per step; PSN neurons (one call on the whole sequence)
+are refused.
+
+* **PDSG** (potential-dependent surrogate gradient; CVPR 2025, reference ``ryime/PDSG-SDA``,
+  ``utils/attack.py`` ``PDSG_LIFNode``): a Gaussian centred ``sigma / 2`` above the threshold,
+  ``sigma`` the standard deviation of the potentials seen since the forward began (time steps so
+  far, batch and space), per channel (per feature for linear layers); no hyperparameter.
+* **ASSG** (adaptive sharpness surrogate gradient; arXiv 2512.22522, reference
+  ``craree/Towards-Reliable-Evaluation-of-Adversarial-Robustness-for-Spiking-Neural-Networks``,
+  ``my_node.py`` ``ASSGrad``): spikingjelly's ATan surrogate with an elementwise sharpness
+  ``alpha = a / (M + 1.5 D + 1e-4)``, ``a = 2 tan(pi omega) / pi``, where ``M`` and ``D`` are
+  exponential averages (0.9) over the attack's iterations of ``|h - theta|`` and its absolute
+  deviation, per sample, neuron and time step. The statistics restart for every attacked batch
+  (:meth:`ASSG.restart_statistics`, called by the attack adapter).
+* **HART** (ICLR 2024, reference ``hzc1208/HART_Attack``, ``models/layers.py`` ``LIFSpike`` mode
+  ``avg``): no gradient through the membrane across time, the per-step surrogate
+  ``(1/gamma^2) max(0, gamma - |h - theta|)`` at the step's own potential, and every step's input
+  gradient replaced by its average over time: ``dL/dx_t' = mean_t dL/ds_t g'(h_t - theta) dh_t/dx_t``
+  (rate and temporal information in one gradient). Installed as a forward hook, like BPTR and RGA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+from snnsec.harness import override_surrogate, spiking_neurons
+
+# ASSG: the reference's EMA rates, relaxation of the deviation term and stabiliser
+_ASSG_B1, _ASSG_B2, _ASSG_RELAX, _ASSG_STAB = 0.9, 0.9, 1.5, 1e-4
+
+
+def _refuse_psn(model: nn.Module, what: str) -> None:
+    for name, m, _ in spiking_neurons(model):
+        if "PSN" in type(m).__name__:
+            raise ValueError(f"{what} reads the potential step by step; {name} is a {type(m).__name__}, which calls its "
+                             "surrogate once on the whole sequence")
+
+
+class _Heaviside(torch.autograd.Function):
+    """Spike forward; backward ``grad * slope`` with a slope computed in the forward."""
+
+    @staticmethod
+    def forward(ctx, x, slope):
+        ctx.save_for_backward(slope)
+        return (x >= 0).to(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (slope,) = ctx.saved_tensors
+        return grad * slope, None
+
+
+class PDSG(nn.Module):
+    """The PDSG surrogate of one neuron (see the module doc)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spiking = True
+        self.seen: list[torch.Tensor] = []
+
+    def reset(self) -> None:  # every forward starts the potential history anew
+        self.seen = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach())
+        h = torch.stack(self.seen)  # [t + 1, B, C, ...] or [t + 1, B, N]
+        keep = 2  # the channel (or feature) axis of the stacked potentials
+        dims = [d for d in range(h.dim()) if d != keep]
+        n = math.prod(h.shape[d] for d in dims)
+        sigma = h.std(dim=dims, keepdim=True)[0] if n > 1 else torch.ones_like(h[0, :1])
+        sigma = torch.where(torch.isfinite(sigma) & (sigma > 0), sigma, torch.ones_like(sigma))
+        slope = torch.exp(-((x.detach() - sigma / 2) ** 2) / (2 * sigma ** 2)) / (math.sqrt(2 * math.pi) * sigma)
+        return _Heaviside.apply(x, slope)
+
+
+class ASSG(nn.Module):
+    """The ASSG surrogate of one neuron (see the module doc); ``omega`` in (0, 0.5)."""
+
+    def __init__(self, omega: float) -> None:
+        super().__init__()
+        if not 0 < omega < 0.5:
+            raise ValueError(f"assg: omega must be in (0, 0.5), got {omega!r}")
+        self.spiking = True
+        self.a = 2 * math.tan(math.pi * omega) / math.pi
+        self.t = 0
+        self.M: dict[int, torch.Tensor] = {}
+        self.D: dict[int, torch.Tensor] = {}
+
+    def reset(self) -> None:  # a new forward: time steps count from 0 again; statistics stay
+        self.t = 0
+
+    def restart_statistics(self) -> None:
+        """A new batch is attacked: its statistics start from M = 1, D = 0."""
+        self.t, self.M, self.D = 0, {}, {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, self.t = self.t, self.t + 1
+        ax = x.detach().abs()
+        M, D = self.M.get(t), self.D.get(t)
+        if M is None or M.shape != ax.shape:  # first call, or a batch of another size
+            M, D = torch.ones_like(ax), torch.zeros_like(ax)
+        M = _ASSG_B1 * M + (1 - _ASSG_B1) * ax
+        D = _ASSG_B2 * D + (1 - _ASSG_B2) * (ax - M).abs()
+        self.M[t], self.D[t] = M, D
+        alpha = self.a / (M + _ASSG_RELAX * D + _ASSG_STAB)
+        slope = alpha / (2 * (1 + (math.pi / 2 * alpha * x.detach()) ** 2))
+        return _Heaviside.apply(x, slope)
+
+
+def pdsg_mode(model: nn.Module):
+    _refuse_psn(model, "pdsg")
+    return override_surrogate(model, PDSG)
+
+
+def assg_mode(model: nn.Module, omega: float):
+    _refuse_psn(model, "assg")
+    ASSG(omega)  # range-checked before any neuron is touched
+    return override_surrogate(model, lambda: ASSG(omega))
+
+
+# ----------------------------------------------------------------------------------- HART
+
+
+class _Recording(nn.Module):
+    """Stands in for a neuron's surrogate under HART: records ``h_t - theta``, spikes forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spiking = True
+        self.seen: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        self.seen = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach())
+        return (x >= 0).to(x)
+
+
+class _HartGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, spikes, slope):
+        ctx.save_for_backward(slope)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad):
+        (slope,) = ctx.saved_tensors
+        return (grad * slope).mean(0, keepdim=True).expand_as(grad), None, None
+
+
+def _input_scale(m: nn.Module) -> torch.Tensor | float:
+    """``dh_t / dx_t`` of an IF/LIF/PLIF neuron: 1/tau for LIF that decays its input, 1 otherwise."""
+    if not getattr(m, "decay_input", True):
+        return 1.0
+    w = getattr(m, "w", None)
+    if isinstance(w, torch.Tensor):  # PLIF: 1/tau = sigmoid(w)
+        return torch.sigmoid(w.detach())
+    tau = getattr(m, "tau", None)
+    return 1.0 / float(tau) if tau is not None else 1.0
+
+
+def _hart_hook(recorder: _Recording, gamma: float):
+    def hook(module, inputs, output):
+        x = inputs[0]
+        if x.ndim < 2 or output.shape != x.shape:
+            raise ValueError(f"hart: neuron {type(module).__name__} must map [T, B, ...] to spikes of the same shape")
+        if len(recorder.seen) != x.shape[0]:
+            raise ValueError(f"hart: neuron {type(module).__name__} called its surrogate {len(recorder.seen)} times "
+                             f"for {x.shape[0]} time steps")
+        u = torch.stack(recorder.seen)
+        slope = torch.clamp(gamma - u.abs(), min=0) / gamma ** 2 * _input_scale(module)
+        return _HartGrad.apply(x, output.detach(), slope.to(x))
+
+    return hook
+
+
+@contextlib.contextmanager
+def hart_mode(model: nn.Module, gamma: float) -> Iterator[int]:
+    neurons = spiking_neurons(model)
+    if not neurons:
+        raise ValueError(f"hart: {type(model).__name__} has no spiking neuron")
+    _refuse_psn(model, "hart")
+    for name, m, _ in neurons:
+        if getattr(m, "step_mode", "m") != "m":
+            raise ValueError(f"hart needs multi-step neurons (whole sequence per call); {name} runs "
+                             f"step_mode={m.step_mode!r}")
+    recorders: dict[nn.Module, _Recording] = {}
+
+    def factory() -> _Recording:
+        return _Recording()
+
+    with override_surrogate(model, factory) as n:
+        for _, m, attr in spiking_neurons(model):
+            recorders[m] = getattr(m, attr)
+        handles = [m.register_forward_hook(_hart_hook(rec, gamma)) for m, rec in recorders.items()]
+        try:
+            yield n
+        finally:
+            for h in handles:
+                h.remove()
