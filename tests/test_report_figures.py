@@ -309,3 +309,16 @@ def test_settings_other_than_seed_are_never_averaged_silently():
     (panel,) = F.figure_data(F.fig_backdoor_rate(R.frame(many)))
     x, y = _line(panel, "moving (mean of 8 settings) ASR")
     np.testing.assert_allclose(y, [np.mean([0.1 * i + 0.01 for i in range(8)]), np.mean([0.1 * i + 0.1 for i in range(8)])])
+
+
+def test_leaderboard_table_holds_the_stored_values():
+    import report_rows as R
+
+    from snnsec.report.tables import leaderboard_table
+
+    t = leaderboard_table(R.frame(R.leaderboard_rows())).set_index("variant")
+    assert list(t.index) == ["csnn", "csnn+binary"]
+    assert t.loc["csnn", "clean_accuracy"] == pytest.approx(0.945)  # mean over the two seeds
+    assert t.loc["csnn", "energy_pj"] == pytest.approx(1.105e6) and t.loc["csnn", "n_seeds"] == 2
+    assert [c for c in t.columns if c.startswith("robust_accuracy@")] == ["robust_accuracy@4/255", "robust_accuracy@16/255"]
+    assert bool(t.loc["csnn+binary", "unreliable"]) and not bool(t.loc["csnn", "unreliable"])

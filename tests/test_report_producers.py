@@ -67,6 +67,12 @@ def filled(tmp_path_factory):
         spec = bench.parse_spec({"kind": "hardening", "base": {"dataset": "ndigits", "model": "csnn", "T": T, "epochs": 1,
                                                                "steps": [1, 2], "recipe": "ce"}})
         bench.run_spec(spec, store=store, progress=False, log=lambda m: None)
+        # a leaderboard cell (it reuses the backdoored model above from the cache)
+        spec = bench.parse_spec({"kind": "leaderboard", "base": {
+            "dataset": "ndigits", "model": "csnn", "T": T, "epochs": 1, "attacks": "fgsm", "eps": ["8/255"], "fast": True,
+            "n_samples": 16, "energy_samples": 16, "backdoors": ["static"], "rate": 0.1, "target": TARGET,
+            "audit_samples": 20}})
+        bench.run_spec(spec, store=store, progress=False, log=lambda m: None)
     return store, tmp
 
 

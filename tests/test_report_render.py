@@ -57,7 +57,8 @@ def test_report_html_is_self_contained(full_report):
 
 def test_report_shows_settings_versions_and_unreliable_runs(full_report):
     html = full_report.html.read_text(encoding="utf-8")
-    assert full_report.unreliable == {"adv-resnet": "unreliable: loss does not rise with eps"}
+    assert full_report.unreliable == {"adv-resnet": "unreliable: loss does not rise with eps",
+                                      "lb-csnn+binary-1": "unreliable"}
     assert "Unreliable evaluations" in html and "adv-resnet" in html and "loss does not rise with eps" in html
     # Settings behind each number: params, seeds, config hashes and versions of the plotted rows.
     assert "rate=0.05" in html and "trigger=static" in html and "eps_label=4/255" in html
