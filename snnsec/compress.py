@@ -84,11 +84,14 @@ class MagnitudeMask(nn.Module):
 class SoftThreshold(nn.Module):
     def __init__(self, w: torch.Tensor, sparsity: float) -> None:
         super().__init__()
-        theta = torch.quantile(w.detach().abs().flatten().float(), float(sparsity)) if sparsity > 0 else torch.tensor(0.0)
+        k = int(round(float(sparsity) * w.numel()))
+        # the k-th smallest |w| (kthvalue: quantile refuses tensors above 16M elements)
+        theta = w.detach().abs().flatten().kthvalue(k).values if k else torch.zeros((), dtype=w.dtype)
         self.theta = nn.Parameter(theta.to(w))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.sign(w) * torch.relu(w.abs() - self.theta)
+        # a threshold driven below zero would grow every weight instead of pruning
+        return torch.sign(w) * torch.relu(w.abs() - self.theta.clamp_min(0))
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -115,6 +118,8 @@ def _check(method: str, params: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"compress {method}: sparsity must be a fraction in [0, 1), got {s!r}")
     if method in ("binary", "quantize"):
         out.setdefault("keep_ends", True)
+        if not isinstance(out["keep_ends"], bool):
+            raise ValueError(f"compress {method}: keep_ends must be true or false, got {out['keep_ends']!r}")
     return out
 
 
@@ -127,7 +132,9 @@ def compress(model: nn.Module, method: str, **params) -> nn.Module:
         raise ValueError(f"compress: {type(model).__name__} has no convolution or linear layer")
     if getattr(model, "compression", None):
         raise ValueError(f"compress: the model is compressed already ({model.compression})")
-    chosen = layers[1:-1] if params.get("keep_ends") and len(layers) > 2 else layers
+    if params.get("keep_ends") and len(layers) <= 2:
+        params["keep_ends"] = False  # no layer between the ends: all are compressed, and the record says so
+    chosen = layers[1:-1] if params.get("keep_ends") else layers
     for _, m in chosen:
         w = m.weight
         if method == "binary":

@@ -70,7 +70,21 @@ def _input_counters():
     def integer(operands):
         return int(non_spike(operands) and any(_integer(t) for t in operands))
 
-    return _Calls(lambda operands: 1), _Calls(non_spike), _Calls(integer)
+    class _Order(BaseCounter):
+        """The order in which modules first run a weight operator themselves (the counter hands
+        every enclosing scope, in no order; the innermost is the longest name)."""
+
+        def __init__(self):
+            super().__init__()
+            self.rules = {op: (lambda args, kwargs, out: 0) for op in ops}
+            self.first: dict[str, int] = {}
+
+        def count(self, func, args, kwargs, out, active_modules=None, parent_names=None) -> int:
+            if parent_names:
+                self.first.setdefault(max(parent_names, key=len), len(self.first))
+            return 0
+
+    return _Calls(lambda operands: 1), _Calls(non_spike), _Calls(integer), _Order()
 
 
 @dataclass(frozen=True)
@@ -160,10 +174,13 @@ class EnergyReport:
         return groups
 
 
-def _leaf_scopes(counts: dict[str, dict]) -> list[str]:
-    # the op counter records an operator in every enclosing scope; a layer is a deepest one
-    scopes = [s for s in counts if s != "Global"]
-    return [s for s in scopes if not any(o.startswith(s + ".") for o in scopes)]
+def _nearest_children(scopes: list[str]) -> dict[str, list[str]]:
+    """Each scope's nearest recorded sub-scopes (no recorded scope between them)."""
+    out: dict[str, list[str]] = {s: [] for s in scopes}
+    for s in scopes:
+        inner = [o for o in scopes if o.startswith(s + ".")]
+        out[s] = [o for o in inner if not any(o.startswith(i + ".") for i in inner if i != o)]
+    return out
 
 
 @torch.no_grad()
@@ -176,11 +193,11 @@ def measure(model: nn.Module, x: torch.Tensor, *, batch_size: int = 32, rates: b
         raise ValueError("energy: no inputs")
     ops = set(_weight_ops())
     syn, mac = SynOpCounter(), MACCounter()
-    calls, non_spike, integer = _input_counters()
+    calls, non_spike, integer, order = _input_counters()
     dev = device_of(model)
     with preserve_modes(model):
         model.eval()
-        with DispatchCounterMode([syn, mac, calls, non_spike, integer]):
+        with DispatchCounterMode([syn, mac, calls, non_spike, integer, order]):
             for i in range(0, len(x), batch_size):
                 model(x[i:i + batch_size].to(dev))
     counts = {name: c.get_counts() for name, c in
@@ -190,10 +207,18 @@ def measure(model: nn.Module, x: torch.Tensor, *, batch_size: int = 32, rates: b
     def total(kind: str, scope: str) -> int:
         return sum(v for op, v in counts[kind].get(scope, {}).items() if op in ops)
 
-    layers = [LayerCost(layer=s.removeprefix(root), sops=float(total("sops", s)), macs=float(total("macs", s)),
-                        calls=total("calls", s), non_spike_calls=total("non_spike", s),
-                        integer_calls=total("integer", s))
-              for s in _leaf_scopes(counts["calls"]) if total("calls", s)]
+    # The op counter records an operator in its module and every module above it. A module's own
+    # cost is its total less its nearest recorded sub-modules' (attention computes Q K^T and its
+    # product with V itself, beside its projection layers), and every module with own calls is a layer.
+    scopes = [s for s in counts["calls"] if s != "Global"]
+    children = _nearest_children(scopes)
+
+    def own(kind: str, scope: str) -> int:
+        return total(kind, scope) - sum(total(kind, c) for c in children[scope])
+
+    layers = [LayerCost(layer=s.removeprefix(root), sops=float(own("sops", s)), macs=float(own("macs", s)),
+                        calls=own("calls", s), non_spike_calls=own("non_spike", s), integer_calls=own("integer", s))
+              for s in sorted(scopes, key=lambda s: order.first.get(s, len(scopes))) if own("calls", s)]
     firing = []
     if rates:
         from snnsec.activity import firing_rates

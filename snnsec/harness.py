@@ -747,8 +747,9 @@ def device_of(model: nn.Module) -> torch.device:
 
 @contextlib.contextmanager
 def torch_rng_restored() -> Iterator[None]:
-    """torch's generators (the CPU's and every visible GPU's) as they were before the block."""
-    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    """torch's generators (the CPU's, and every GPU's once CUDA is in use) as they were before the block.
+    A process that has not touched CUDA keeps it that way (no context opened on every GPU)."""
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=gpus):
         yield
 

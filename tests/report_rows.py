@@ -188,7 +188,7 @@ def leaderboard_rows() -> list[dict]:
             metrics = {"clean_accuracy": base - 0.01 * seed, "robust_accuracy@4/255": base - 0.2,
                        "robust_accuracy@16/255": base - 0.5, "reliable": float(not (variant == "csnn+binary" and seed)),
                        "asr:static": 0.99, "audit_correct:static": 1.0, "energy_pj": energy + 1e4 * seed,
-                       "sops": energy / 0.9, "spike_driven": 1.0, "forward_passes": 1000.0}
+                       "sops": energy / 0.9, "spike_driven": 1.0, "attack_forwards_per_sample": 1000.0}
             for m, v in metrics.items():
                 out.append(row(m, v, dataset="nmnist-resplit", model="csnn", attack="leaderboard", seed=seed, run_id=rid,
                                attack_params={"attacks": "pgd,apgd", "eps": ["4/255", "16/255"]},

@@ -170,3 +170,25 @@ def test_body_energy_leaves_the_encoding_layer_out():
     fc1, fc2 = r.layers
     assert r.body_energy_pj == pytest.approx((energy.E_AC_PJ * fc2.sops + energy.E_MAC_PJ * fc2.macs) / 4)
     assert r.energy_pj - r.body_energy_pj == pytest.approx(energy.E_MAC_PJ * fc1.macs / 4)
+
+
+class _Attention(nn.Module):
+    """A module that computes a product itself beside its child layer, as spiking attention does."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(6, 4, bias=False)
+
+    def forward(self, x):
+        q = (self.q(x) > 0).float()
+        return q @ q.t()
+
+
+def test_products_a_module_computes_itself_are_counted_beside_its_children():
+    net = nn.Sequential(_Attention())
+    x = (torch.rand(3, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    r = energy.measure(net, x, rates=False)
+    assert [c.layer for c in r.layers] == ["0.q", "0"]
+    q = (net[0].q(x) > 0).float()
+    assert r.layers[1].sops == float((q @ q.t()).sum())  # spike x spike: one accumulate per 1-1 pair
+    assert r.layers[1].calls == 1 and r.layers[0].calls == 1

@@ -50,13 +50,13 @@ def store(tmp_path_factory):
 def test_a_cell_stores_every_leaderboard_metric(store):
     rows = results.Store(store).load(parse_json=True)
     metrics = set(rows["metric"])
-    assert {"clean_accuracy", "robust_accuracy@8/255", "robust_accuracy@32/255", "reliable", "forward_passes", "sops",
+    assert {"clean_accuracy", "robust_accuracy@8/255", "robust_accuracy@32/255", "reliable", "attack_forwards_per_sample", "sops",
             "energy_pj", "spike_driven", "asr:static", "audit_backdoored:static", "audit_correct:static"} <= metrics
     extra = rows.iloc[0]["extra"]
     assert extra["variant"] == "csnn+prune(sparsity=0.5)" and extra["compression"]["sparsity"] == 0.5
     v = dict(zip(rows["metric"], rows["value"]))
     assert 0 <= v["robust_accuracy@32/255"] <= v["robust_accuracy@8/255"] <= v["clean_accuracy"] <= 1
-    assert v["energy_pj"] > 0 and v["forward_passes"] > 0
+    assert v["energy_pj"] > 0 and v["attack_forwards_per_sample"] > 0
 
 
 def test_report_draws_the_table_and_the_scatter(store):
@@ -82,4 +82,6 @@ def test_robustbench_export(store, tmp_path, capsys):
     assert {"name", "architecture", "dataset", "eps", "clean_acc", "autoattack_acc", "unreliable",
             "number_forward_passes", "snn"} <= set(entry)
     assert entry["architecture"] == "csnn" and entry["snn"]["T"] == 4 and entry["snn"]["neuron"] == "LIFNode"
+    assert entry["number_forward_passes"] == 1 and entry["attack_forwards_per_sample"] > 1
+    assert entry["snn"]["framing"] == "events"
     assert 0 <= entry["autoattack_acc"] <= entry["clean_acc"] <= 100

@@ -79,9 +79,14 @@ def leaderboard_table(df: pd.DataFrame) -> pd.DataFrame:
     table.insert(0, "n_seeds", d.groupby(keys)["seed"].nunique())
     extra = d.drop_duplicates(keys).set_index(keys)
     table["T"] = extra["T"]
-    table["neuron"] = [(e or {}).get("neuron") for e in extra["extra"]]
+    table["neuron"] = extra["extra"].map(lambda e: (e or {}).get("neuron"))
+    table["framing"] = extra["extra"].map(lambda e: (e or {}).get("framing"))
     table["unreliable"] = table["reliable"] < 1 if "reliable" in table.columns else False
     return table.reset_index()
+
+
+def _number(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
 
 
 def robustbench_entries(df: pd.DataFrame) -> list[dict]:
@@ -107,13 +112,14 @@ def robustbench_entries(df: pd.DataFrame) -> list[dict]:
                 "threat_model": "Linf", "eps": label, "eps_value": _eps_value(label),
                 "clean_acc": round(100 * float(r["clean_accuracy"]), 2), "autoattack_acc": round(100 * float(r[col]), 2),
                 "attacks": ap.get("attacks"), "unreliable": bool(r["unreliable"]),
-                "number_forward_passes": int(r.get("forward_passes", 0) or 0),
+                # RobustBench's count is forward passes per prediction: one, for a deterministic SNN
+                "number_forward_passes": 1, "attack_forwards_per_sample": _number(r.get("attack_forwards_per_sample")),
                 "additional_data": False, "reported": round(100 * float(r[col]), 2),
                 "footnote": "per-sample worst case over the attacks named in 'attacks' (not standard AutoAttack "
                             "unless it names autoattack); evaluated by snnsec",
                 "snn": {"T": None if pd.isna(r["T"]) else int(r["T"]), "neuron": r.get("neuron"),
                         "surrogate": "model's own", "gradient_estimator": "model's own surrogate",
-                        "framing": cfg.get("slicing", "events"), "sops": float(r.get("sops", float("nan"))),
+                        "framing": r.get("framing") or cfg.get("slicing"), "sops": float(r.get("sops", float("nan"))),
                         "energy_pj": float(r.get("energy_pj", float("nan"))),
                         "spike_driven": bool(r.get("spike_driven", 0) >= 1), "n_seeds": int(r["n_seeds"])}})
     return entries

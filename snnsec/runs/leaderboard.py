@@ -10,16 +10,19 @@ A cell names the training (``dataset``, ``root``, ``model``, ``T``, ``epochs``, 
   fine-tuned when asked (cached too);
 - robust accuracy, the per-sample worst case over ``attacks`` (default pgd, apgd, square) at
   each of ``eps`` (default 4/255, 16/255, 32/255) on ``n_samples`` test samples, with the
-  integrity checklist's verdict and the per-sample forward passes the attacks spent (``fast``:
+  integrity checklist's verdict and the forwards the attacks spent per evaluated sample (``fast``:
   the reduced steps and queries of smoke runs, not for reporting);
 - energy on ``energy_samples`` test samples: SOPs, MACs, the 45 nm estimate, the mean firing
   rate and the spike-driven check (:mod:`snnsec.energy`);
 - for each trigger in ``backdoors`` (default static, flash): the model trained with that
   backdoor (``rate``, ``target``; cached with the defense bench's models), compressed the same
   way when the cell compresses, its ASR on the non-target test samples, and the audit's verdict
-  (:func:`snnsec.audit.audit`, ``audit_samples`` clean samples).
+  (:func:`snnsec.audit.audit`, ``audit_samples`` clean samples). A compressed backdoored model is
+  the delivered backdoored model compressed and fine-tuned on the clean training split, as a
+  defender compressing it would (so its ASR mixes compression with clean fine-tuning; the
+  uncompressed row is not fine-tuned).
 
-Metrics: ``clean_accuracy``, ``robust_accuracy@<eps>``, ``reliable``, ``forward_passes``,
+Metrics: ``clean_accuracy``, ``robust_accuracy@<eps>``, ``reliable``, ``attack_forwards_per_sample``,
 ``sops``, ``macs``, ``energy_pj``, ``mean_firing_rate``, ``spike_driven``, and per trigger
 ``asr:<trigger>``, ``audit_backdoored:<trigger>``, ``audit_correct:<trigger>``.
 """
@@ -79,10 +82,16 @@ def _compressed(source: str | Path, compression: dict, cell: dict, *, progress: 
            "seed": int(cell.get("seed", 0)), "lr": 1e-4}
     out = _cache() / f"compressed-{config_hash(key)[:16]}"
     if not (out / "model.json").is_file():
+        import shutil
+
         params = {k: v for k, v in compression.items() if k != "method"}
         res = run_compress(source, compression["method"], params=params, finetune_epochs=int(cell["finetune_epochs"]),
                            seed=int(cell.get("seed", 0)), root=cell.get("root"), device=device, progress=progress)
         save_compressed(res, out)
+        # a learned trigger's weights sit beside the checkpoint it came with
+        for f in Path(source).glob("*.safetensors"):
+            if f.name != "model.safetensors":
+                shutil.copy2(f, out / f.name)
     return str(out)
 
 
@@ -130,7 +139,7 @@ def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
     ev, _ = run_checkpoint(ckpt, data=c["dataset"], root=root, n_samples=int(c["n_samples"]), config=config,
                            progress=progress, device=device)
     m = {"clean_accuracy": ev.clean_accuracy, "reliable": float(ev.reliable),
-         "forward_passes": float(sum(r.counts.get("forward_samples", 0) for r in ev.runs))}
+         "attack_forwards_per_sample": float(sum(r.counts.get("forward_samples", 0) for r in ev.runs)) / max(ev.n, 1)}
     for e, a in ev.robust_accuracy.items():
         m[f"robust_accuracy@{format_eps(e)}"] = a
     er = run_energy(ckpt, data=c["dataset"], root=root, n_samples=int(c["energy_samples"]), seed=int(c["seed"]),
@@ -151,6 +160,8 @@ def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
         audits[trig] = {"target": r.target, "why": r.reason()}
     return {"metrics": m, "attack": "leaderboard", "attack_params": {"attacks": c["attacks"], "eps": eps},
             "extra": {"variant": variant_name(c), "compression": compression, "checkpoint": ckpt,
+                      "framing": er.spec.slicing,
+                      "backdoor_compression": "compressed and fine-tuned on the clean training split" if compression else None,
                       "unreliable_reasons": ev.unreliable_reasons(), "audits": audits,
                       "non_spike_layers": [x.layer for x in er.reports["clean"].non_spike_layers],
                       "neuron": _neuron(ckpt)}}

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torchattacks
 
 from snnsec.attacks.catalog import ATTACKS, FAST_QUERIES, FAST_STEPS, FULL_QUERIES, attack_names
+from snnsec.attacks.adversarial.adaptive import restart_statistics
 from snnsec.harness import AttackView, device_of, preserve_modes, torch_rng_restored
 
 __all__ = ["ATTACKS", "Attack", "Counter", "attack_names"]
@@ -133,10 +134,7 @@ class Attack:
         x, y = x.to(dev), y.to(dev)
         view = self.counter.model
         packed = view.pack(x)
-        for m in self.model.modules():  # input-adaptive estimators (ASSG) start afresh per attacked batch
-            restart = getattr(m, "restart_statistics", None)
-            if callable(restart):
-                restart()
+        restart_statistics(self.model)
         with preserve_modes(self.model), _rng_guard(self.seed):
             atk = self._build()
             m = self.info.input_margin

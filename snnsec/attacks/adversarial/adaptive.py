@@ -118,6 +118,15 @@ class ASSG(nn.Module):
         return _Heaviside.apply(x, slope)
 
 
+def restart_statistics(model: nn.Module) -> None:
+    """Start every input-adaptive estimator's statistics afresh (ASSG): called before each batch
+    an attack or a check works on, so no batch inherits another's."""
+    for m in model.modules():
+        restart = getattr(m, "restart_statistics", None)
+        if callable(restart):
+            restart()
+
+
 def pdsg_mode(model: nn.Module):
     _refuse_psn(model, "pdsg")
     return override_surrogate(model, PDSG)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from snnsec.attacks.adversarial.adapter import Counter
+from snnsec.attacks.adversarial.adaptive import restart_statistics
 from snnsec.attacks.adversarial.gradients import gradient_mode
 from snnsec.harness import device_of, preserve_modes
 
@@ -78,6 +79,7 @@ class SpikeFlip:
     def run(self, x: torch.Tensor, y: torch.Tensor) -> FlipResult:
         if not bool(((x == 0) | (x == 1)).all()):
             raise ValueError("SpikeFlip: frames must be binary (0/1); load the data with binary=True")
+        restart_statistics(self.model)
         home, dev = x.device, device_of(self.model)  # computed on the model's device, returned on x's
         x, y = x.to(dev), y.to(dev)
         B = x.shape[0]

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from snnsec.attacks.adversarial import checks as C
 from snnsec.attacks.adversarial.adapter import Attack
+from snnsec.attacks.adversarial.adaptive import restart_statistics
 from snnsec.attacks.catalog import ALIASES, ATTACKS, EXTRA_ATTACKS
 from snnsec.attacks.adversarial.binary import SpikeFlip, flips_to_reach
 from snnsec.attacks.adversarial.eot import EOT
@@ -441,6 +442,7 @@ def _estimator_checks(attacked, judge, grad, x, y, clean_correct, cfg, ev, eps_p
     """The gradient checks of one estimator (see :func:`_checklist`)."""
     n = ev.n
     with gradient_mode(_inner(attacked), grad):
+        restart_statistics(attacked)
         rows = [C.check_gradient(attacked, x[sub], y[sub], clean_correct[sub], cfg.min_grad_fraction)]
     # FGSM baseline and a longer/shorter PGD: run here if the user did not ask for them
     if eps_pos:
