@@ -77,8 +77,13 @@ class Spec:
     resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1, "num_gpus": 0})
 
     def on_device(self, device: str) -> "Spec":
-        """This spec with every cell on ``device`` (the CLI's ``--device``)."""
-        return replace(self, cells=[_placed({**c, "device": device}, self.source) for c in self.cells])
+        """This spec with every cell on ``device`` (the CLI's ``--device``); cells that differed only
+        in their device become one."""
+        cells = {}
+        for c in self.cells:
+            placed = _placed({**c, "device": device}, self.source)
+            cells.setdefault(_canonical(placed), placed)
+        return replace(self, cells=list(cells.values()))
 
     def devices(self) -> set[str]:
         return {c.get("device", "cpu") for c in self.cells}

@@ -94,6 +94,9 @@ def test_a_cell_device_is_checked_and_canonical():
     assert spec.on_device("CUDA").cells[0]["device"] == "cuda"
     assert spec.on_device("cuda").on_device("cpu").cells == plain.cells
     assert spec.on_device("cuda:1").devices() == {"cuda:1"}
+    both = bench.parse_spec({"kind": "backdoor", "base": {"dataset": "ndigits", "model": "csnn"},
+                             "sweep": [{"device": ["cpu", "cuda"]}]}, source="s.toml")
+    assert len(both.cells) == 2 and len(both.on_device("cuda").cells) == 1
     with pytest.raises(ValueError, match="s.toml: field 'device': expected cpu, cuda or cuda:N, got 'gpu'"):
         bench.parse_spec({"kind": "backdoor", "base": {"dataset": "d", "model": "m", "device": "gpu"}}, source="s.toml")
     cell, device = devices.split_cell({"kind": "backdoor", "device": "cuda", "seed": 0})
