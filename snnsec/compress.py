@@ -37,7 +37,7 @@ from torch.nn.utils import parametrize
 
 from snnsec.train_settings import COMPRESS_METHODS
 
-__all__ = ["METHODS", "compress", "bake", "weight_layers", "stats"]
+__all__ = ["METHODS", "method_spec", "compress", "bake", "weight_layers", "stats"]
 
 METHODS = COMPRESS_METHODS
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -121,6 +121,32 @@ def _check(method: str, params: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(out["keep_ends"], bool):
             raise ValueError(f"compress {method}: keep_ends must be true or false, got {out['keep_ends']!r}")
     return out
+
+
+def method_spec(value) -> dict[str, Any] | None:
+    """A compression as given (``"quantize:bits=4"``, ``{"method": "prune", "sparsity": 0.9}``, or
+    ``None``/``""``/``"none"`` for none) -> ``{"method": ..., **params}`` with every default filled
+    in and every value checked, or ``None``."""
+    import json
+
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, dict):
+        given = dict(value)
+        method = given.pop("method", None)
+    else:
+        method, _, rest = str(value).partition(":")
+        given = {}
+        for kv in filter(None, (s.strip() for s in rest.split(","))):
+            k, sep, v = kv.partition("=")
+            if not sep:
+                raise ValueError(f"compress: expected METHOD:KEY=VALUE,..., got {value!r}")
+            try:
+                given[k.strip()] = json.loads(v)
+            except json.JSONDecodeError:
+                given[k.strip()] = v.strip()
+    method = str(method).strip()
+    return {"method": method, **_check(method, given)}
 
 
 def compress(model: nn.Module, method: str, **params) -> nn.Module:

@@ -99,6 +99,11 @@ class LayerCost:
     integer_calls: int  # of those, calls with an integer-valued operand (added spikes)
 
     @property
+    def energy_pj(self) -> float:
+        """Over all samples measured."""
+        return E_AC_PJ * self.sops + E_MAC_PJ * self.macs
+
+    @property
     def spike_driven(self) -> bool:
         return self.non_spike_calls == 0
 
@@ -116,6 +121,7 @@ class EnergyReport:
     layers: list[LayerCost]
     n: int
     firing_rates: list = field(default_factory=list)  # snnsec.activity.LayerRate per spiking layer
+    predictions: torch.Tensor | None = None  # [n] class of each sample, from the counted forwards
 
     @property
     def sops(self) -> float:
@@ -135,7 +141,7 @@ class EnergyReport:
         perturbation makes binary frames real-valued, so the encoding layer turns to MACs under
         any attack; the body shows what the attack did to the spiking."""
         body = self.layers[1:]
-        return sum(E_AC_PJ * c.sops + E_MAC_PJ * c.macs for c in body) / self.n
+        return sum(c.energy_pj for c in body) / self.n
 
     @property
     def mean_firing_rate(self) -> float:
@@ -165,7 +171,7 @@ class EnergyReport:
         groups = []
         for i, c in enumerate(self.layers):
             groups.append({"metrics": {"layer_sops": c.sops / self.n, "layer_macs": c.macs / self.n,
-                                       "layer_energy_pj": (E_AC_PJ * c.sops + E_MAC_PJ * c.macs) / self.n},
+                                       "layer_energy_pj": c.energy_pj / self.n},
                            "extra": {"layer": c.layer, "layer_index": i, "input": c.input_kind,
                                      "encoding": c.layer == self.encoding_layer}})
         for i, r in enumerate(self.firing_rates):
@@ -195,11 +201,12 @@ def measure(model: nn.Module, x: torch.Tensor, *, batch_size: int = 32, rates: b
     syn, mac = SynOpCounter(), MACCounter()
     calls, non_spike, integer, order = _input_counters()
     dev = device_of(model)
+    preds = []
     with preserve_modes(model):
         model.eval()
         with DispatchCounterMode([syn, mac, calls, non_spike, integer, order]):
             for i in range(0, len(x), batch_size):
-                model(x[i:i + batch_size].to(dev))
+                preds.append(model(x[i:i + batch_size].to(dev)).argmax(1).cpu())
     counts = {name: c.get_counts() for name, c in
               (("sops", syn), ("macs", mac), ("calls", calls), ("non_spike", non_spike), ("integer", integer))}
     root = type(model).__name__ + "."
@@ -227,4 +234,4 @@ def measure(model: nn.Module, x: torch.Tensor, *, batch_size: int = 32, rates: b
             firing = firing_rates(model, x, batch_size=batch_size)
         except ValueError:  # a model without spiking neurons: no rates to report
             firing = []
-    return EnergyReport(layers=layers, n=len(x), firing_rates=firing)
+    return EnergyReport(layers=layers, n=len(x), firing_rates=firing, predictions=torch.cat(preds))

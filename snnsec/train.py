@@ -388,8 +388,8 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
                  compression: dict | None = None) -> TrainResult:
     """Load ``data``, build ``model`` on ``device``, train, measure test accuracy, save and record it.
 
-    ``compression`` (``{"method": "binary", ...}``, :func:`snnsec.compress.compress`) trains the
-    model compressed from the start and saves its baked weights.
+    ``compression`` (``"binary"``, ``"quantize:bits=4"`` or a dict, :func:`snnsec.compress.method_spec`)
+    trains the model compressed from the start and saves its baked weights.
 
     This is ``snnsec train``. ``recipe`` is an object with ``build(model)`` and ``to_dict()``
     (default: :class:`LossRecipe` of ``config.loss``). With ``out``, writes the checkpoint
@@ -408,8 +408,7 @@ def run_training(*, data: str, model: str, config: TrainConfig, out: str | os.Pa
     if compression is not None:
         from snnsec import compress
 
-        compression = {"method": compression.get("method"),
-                       **compress._check(compression.get("method"), {k: v for k, v in compression.items() if k != "method"})}
+        compression = compress.method_spec(compression)  # checked before any data is read
     setup = prepare(data, model, root=root, model_kwargs=model_kwargs, device=device, **kw)
     train_ds, test_ds, spec, net = setup.train_ds, setup.test_ds, setup.spec, setup.model
     if compression is not None:

@@ -58,7 +58,9 @@ def test_torch_hub_folder_is_refused_and_its_hubconf_never_runs(tmp_path, capsys
     _rewrite_meta(ck, arch="torch.hub:load",
                   arch_kwargs={"repo_or_dir": str(ck), "source": "local", "model": "net", "trust_repo": True})
     for argv in (["audit", str(ck), "--out", str(tmp_path / "a")], ["eval", str(ck)],
-                 ["attack", "adversarial", str(ck), "--attacks", "fgsm", "--eps", "1/255", "--out", str(tmp_path / "b")]):
+                 ["attack", "adversarial", str(ck), "--attacks", "fgsm", "--eps", "1/255", "--out", str(tmp_path / "b")],
+                 ["energy", str(ck), "--out", str(tmp_path / "c")],
+                 ["compress", str(ck), "--method", "binary", "--out", str(tmp_path / "d")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "field 'arch' asks to import and call 'torch.hub:load'" in err and "--arch torch.hub:load" in err

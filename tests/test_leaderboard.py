@@ -10,18 +10,22 @@ import json
 import pytest
 
 from snnsec import bench, results
-from snnsec.runs.leaderboard import parse_compress, variant_name
+from snnsec.compress import method_spec
+from snnsec.runs.leaderboard import variant_name
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def test_compress_names():
-    assert parse_compress("quantize:bits=4") == {"method": "quantize", "bits": 4}
-    assert parse_compress(None) is None and parse_compress({"method": "binary"}) == {"method": "binary"}
+    assert method_spec("quantize:bits=4") == {"method": "quantize", "bits": 4, "keep_ends": True}
+    assert method_spec(None) is None and method_spec("none") is None
+    assert method_spec({"method": "binary"}) == {"method": "binary", "keep_ends": True}
     assert variant_name({"model": "csnn", "compress": "prune:sparsity=0.9"}) == "csnn+prune(sparsity=0.9)"
     assert variant_name({"model": "csnn"}) == "csnn"
     with pytest.raises(ValueError, match="expected METHOD:KEY=VALUE"):
-        parse_compress("prune:0.9")
+        method_spec("prune:0.9")
+    with pytest.raises(ValueError, match="keep_ends must be true or false"):
+        method_spec("binary:keep_ends=no")
 
 
 @pytest.fixture(scope="module")

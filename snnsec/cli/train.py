@@ -71,14 +71,6 @@ def register(sub) -> None:
     e.set_defaults(func=run_eval, writes_rows=True)
 
 
-def parse_compression(text: str | None) -> dict | None:
-    """``"quantize:bits=4"`` -> ``{"method": "quantize", "bits": 4}``."""
-    if not text:
-        return None
-    method, _, rest = text.partition(":")
-    return {"method": method.strip(), **key_values([kv for kv in rest.split(",") if kv.strip()], "--compress")}
-
-
 def run_train(args: argparse.Namespace) -> int:
     from snnsec.hardening.recipe import recipe_from_args
     from snnsec.train import LossRecipe, TrainConfig, run_training
@@ -93,7 +85,7 @@ def run_train(args: argparse.Namespace) -> int:
     res = run_training(data=args.data, model=args.model, config=config, out=args.out, root=args.root, T=pick("T"),
                        slicing=args.slicing, model_kwargs=key_values(args.model_arg, "--model-arg"),
                        data_opts=key_values(args.data_opt, "--data-opt"), recipe=recipe, store=args.store,
-                       progress=not args.no_progress, device=args.device, compression=parse_compression(args.compress))
+                       progress=not args.no_progress, device=args.device, compression=args.compress)
     m = res.metrics
     print(f"clean_accuracy={m['clean_accuracy']:.4f} (test split, {res.spec.name}, T={res.spec.T}, recipe {recipe.name}) "
           f"in {m['train_seconds']:.1f} s -> {args.out}")

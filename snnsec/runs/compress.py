@@ -32,7 +32,7 @@ def run_compress(checkpoint, method: str, *, params: dict | None = None, finetun
     from snnsec import compress, devices
     from snnsec.train import TrainConfig, evaluate, train
 
-    params = compress._check(method, dict(params or {}))  # refused before anything is loaded
+    params = {k: v for k, v in compress.method_spec({"method": method, **(params or {})}).items() if k != "method"}
     config = TrainConfig(epochs=int(finetune_epochs), batch_size=batch_size, lr=lr, seed=seed, schedule="constant")
     model, meta = ckpt.load(checkpoint, arch=arch, device=device)
     test_ds, spec = ckpt.matching_dataset(meta, data=data, root=root, split="test", source=str(checkpoint))

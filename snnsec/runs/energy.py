@@ -26,6 +26,7 @@ class EnergyRun:
     meta: dict[str, Any]
     spec: Any
     config: dict[str, Any] = field(default_factory=dict)
+    neurons: tuple[str, ...] = ()  # the spiking neuron types of the model
 
     def metrics(self) -> dict[str, dict[str, float]]:
         clean = self.reports["clean"]
@@ -54,7 +55,7 @@ def run_energy(checkpoint, *, data: str | None = None, root=None, split: str = "
 
     from snnsec import checkpoint as ckpt
     from snnsec import devices, energy, metrics
-    from snnsec.harness import predict
+    from snnsec.harness import spiking_neurons
     from snnsec.runs.adversarial import random_subset
 
     eps = [(str(e), _eps(str(e))) for e in eps]  # checked before anything is loaded
@@ -92,11 +93,12 @@ def run_energy(checkpoint, *, data: str | None = None, root=None, split: str = "
     reports, accuracy = {}, {}
     for kind, (xs, ys) in inputs.items():
         reports[kind] = energy.measure(model, xs, batch_size=batch_size)
-        accuracy[kind] = metrics.clean_accuracy(predict(model, xs, batch_size=batch_size), ys)
+        accuracy[kind] = metrics.clean_accuracy(reports[kind].predictions, ys)
     config = {"kind": "energy", "checkpoint": str(checkpoint), "data": data or spec.name, "split": split,
               "n_samples": len(x), "seed": seed, "triggered": triggered, "attack": attack, "eps": [e for e, _ in eps],
               "sponge": [e for e, _ in sponge], "sponge_steps": sponge_steps, **devices.describe(device)}
-    return EnergyRun(reports=reports, accuracy=accuracy, meta=meta, spec=spec, config=config)
+    neurons = tuple(sorted({type(m).__name__ for _, m, _ in spiking_neurons(model)}))
+    return EnergyRun(reports=reports, accuracy=accuracy, meta=meta, spec=spec, config=config, neurons=neurons)
 
 
 def energy_rows(run: EnergyRun) -> list[dict]:

@@ -39,30 +39,11 @@ DEFAULTS = {"attacks": "pgd,apgd,square", "eps": ["4/255", "16/255", "32/255"], 
 KEYS = {"kind", "compress", *TRAIN_KEYS, *DEFAULTS}
 
 
-def parse_compress(value) -> dict | None:
-    """``"quantize:bits=4"`` (or a table ``{method = "quantize", bits = 4}``) -> ``{"method": ..., "bits": 4}``."""
-    import json
-
-    if value in (None, "", "none"):
-        return None
-    if isinstance(value, dict):
-        return dict(value)
-    method, _, rest = str(value).partition(":")
-    out = {"method": method.strip()}
-    for kv in filter(None, (s.strip() for s in rest.split(","))):
-        k, sep, v = kv.partition("=")
-        if not sep:
-            raise ValueError(f"leaderboard cell: compress: expected METHOD:KEY=VALUE,..., got {value!r}")
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v.strip()
-    return out
-
-
 def variant_name(cell: dict) -> str:
     """The leaderboard's name of a cell's model: ``csnn``, ``csnn+binary``, ``csnn+prune(sparsity=0.9)``."""
-    c = parse_compress(cell.get("compress"))
+    from snnsec.compress import method_spec
+
+    c = method_spec(cell.get("compress"))
     if not c:
         return str(cell["model"])
     params = ",".join(f"{k}={v}" for k, v in c.items() if k not in ("method", "keep_ends"))
@@ -113,6 +94,7 @@ def backdoor_asr(ckpt, *, root=None, device: str = "cpu") -> float:
 def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
     from snnsec.attacks.adversarial import EvalConfig, format_eps
     from snnsec.audit import audit
+    from snnsec.compress import method_spec
     from snnsec.devices import split_cell
     from snnsec.runs.adversarial import run_checkpoint
     from snnsec.runs.bench_cells import _train
@@ -124,12 +106,7 @@ def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
     if unknown:
         raise ValueError(f"leaderboard cell: unknown field(s) {unknown}; expected some of {sorted(KEYS)}")
     c = {**DEFAULTS, **cell}
-    compression = parse_compress(c.get("compress"))
-    if compression:
-        from snnsec import compress
-
-        compression = {"method": compression["method"],
-                       **compress._check(compression["method"], {k: v for k, v in compression.items() if k != "method"})}
+    compression = method_spec(c.get("compress"))
     root = c.get("root")
     ckpt = _train(c, progress, device)
     if compression:
@@ -164,13 +141,4 @@ def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
                       "backdoor_compression": "compressed and fine-tuned on the clean training split" if compression else None,
                       "unreliable_reasons": ev.unreliable_reasons(), "audits": audits,
                       "non_spike_layers": [x.layer for x in er.reports["clean"].non_spike_layers],
-                      "neuron": _neuron(ckpt)}}
-
-
-def _neuron(ckpt) -> str:
-    """The spiking neuron type(s) of a checkpoint's model, for the RobustBench export."""
-    from snnsec import checkpoint
-    from snnsec.harness import spiking_neurons
-
-    model, _ = checkpoint.load(ckpt)
-    return ",".join(sorted({type(m).__name__ for _, m, _ in spiking_neurons(model)}))
+                      "neuron": ",".join(er.neurons)}}

@@ -34,6 +34,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from snnsec.attacks.adversarial.gradients import SpikesWithGrad, multi_step_neurons, neuron_constants
 from snnsec.harness import override_surrogate, spiking_neurons
 
 # ASSG: the reference's EMA rates, relaxation of the deviation term and stabiliser
@@ -157,29 +158,6 @@ class _Recording(nn.Module):
         return (x >= 0).to(x)
 
 
-class _HartGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, spikes, slope):
-        ctx.save_for_backward(slope)
-        return spikes
-
-    @staticmethod
-    def backward(ctx, grad):
-        (slope,) = ctx.saved_tensors
-        return (grad * slope).mean(0, keepdim=True).expand_as(grad), None, None
-
-
-def _input_scale(m: nn.Module) -> torch.Tensor | float:
-    """``dh_t / dx_t`` of an IF/LIF/PLIF neuron: 1/tau for LIF that decays its input, 1 otherwise."""
-    if not getattr(m, "decay_input", True):
-        return 1.0
-    w = getattr(m, "w", None)
-    if isinstance(w, torch.Tensor):  # PLIF: 1/tau = sigmoid(w)
-        return torch.sigmoid(w.detach())
-    tau = getattr(m, "tau", None)
-    return 1.0 / float(tau) if tau is not None else 1.0
-
-
 def _hart_hook(recorder: _Recording, gamma: float):
     def hook(module, inputs, output):
         x = inputs[0]
@@ -189,22 +167,16 @@ def _hart_hook(recorder: _Recording, gamma: float):
             raise ValueError(f"hart: neuron {type(module).__name__} called its surrogate {len(recorder.seen)} times "
                              f"for {x.shape[0]} time steps")
         u = torch.stack(recorder.seen)
-        slope = torch.clamp(gamma - u.abs(), min=0) / gamma ** 2 * _input_scale(module)
-        return _HartGrad.apply(x, output.detach(), slope.to(x))
+        slope = torch.clamp(gamma - u.abs(), min=0) / gamma ** 2 * neuron_constants(module)[1]  # times dh_t/dx_t
+        return SpikesWithGrad.apply(x, output.detach(), slope.to(x), True)
 
     return hook
 
 
 @contextlib.contextmanager
 def hart_mode(model: nn.Module, gamma: float) -> Iterator[int]:
-    neurons = spiking_neurons(model)
-    if not neurons:
-        raise ValueError(f"hart: {type(model).__name__} has no spiking neuron")
+    multi_step_neurons(model, "hart")
     _refuse_psn(model, "hart")
-    for name, m, _ in neurons:
-        if getattr(m, "step_mode", "m") != "m":
-            raise ValueError(f"hart needs multi-step neurons (whole sequence per call); {name} runs "
-                             f"step_mode={m.step_mode!r}")
     recorders: dict[nn.Module, _Recording] = {}
 
     def factory() -> _Recording:

@@ -66,24 +66,30 @@ def parse_gradient(spec: str) -> tuple[str, float | None]:
     return name, value
 
 
-class _RateGrad(torch.autograd.Function):
-    """Forward returns the neuron's spikes unchanged; backward multiplies by a time-constant slope."""
+class SpikesWithGrad(torch.autograd.Function):
+    """Forward returns the neuron's spikes unchanged; backward multiplies by ``slope`` (and, with
+    ``over_time``, gives every step the time average of that product, as HART does)."""
 
     @staticmethod
-    def forward(ctx, x, spikes, slope):
+    def forward(ctx, x, spikes, slope, over_time=False):
         ctx.save_for_backward(slope)
+        ctx.over_time = over_time
         return spikes
 
     @staticmethod
     def backward(ctx, grad):
         (slope,) = ctx.saved_tensors
-        return grad * slope, None, None
+        g = grad * slope
+        if ctx.over_time:
+            g = g.mean(0, keepdim=True).expand_as(grad)
+        return g, None, None, None
 
 
-def _neuron_constants(m: nn.Module) -> tuple[float, float, float]:
-    """(leak factor per step, input scale, threshold) of an IF/LIF neuron in RGA's units."""
+def neuron_constants(m: nn.Module) -> tuple[float, float, float]:
+    """(leak factor per step, input scale dh/dx, threshold) of an IF/LIF/PLIF neuron."""
     thr = float(getattr(m, "v_threshold", 1.0))
-    tau = getattr(m, "tau", None)
+    w = getattr(m, "w", None)
+    tau = 1.0 / float(torch.sigmoid(w.detach())) if isinstance(w, torch.Tensor) else getattr(m, "tau", None)
     if tau is None:  # IF: no leak, input added as is
         return 1.0, 1.0, thr
     tau = float(tau)
@@ -102,25 +108,33 @@ def _rate_hook(mode: str):
         if mode == "bptr":
             slope = (output.detach().mean(0, keepdim=True) > 0).to(x)
         else:
-            leak, scale, thr = _neuron_constants(module)
+            leak, scale, thr = neuron_constants(module)
             xbar = x.detach().mean(0, keepdim=True) * scale / thr
             hi = ((xbar >= 1 - leak) & (xbar <= 1 + _RGA_EXT)).to(x) * (_RGA_DES - _RGA_GAMMA + _RGA_GAMMA * leak) / (leak + _RGA_EXT)
             lo = ((xbar >= 0) & (xbar < 1 - leak)).to(x) * _RGA_GAMMA
             # chain rule back to the neuron's own input units
             slope = (hi + lo) * scale / thr
-        return _RateGrad.apply(x, output.detach(), slope.expand_as(x))
+        return SpikesWithGrad.apply(x, output.detach(), slope.expand_as(x))
 
     return hook
 
 
-@contextlib.contextmanager
-def _rate_gradients(model: nn.Module, mode: str) -> Iterator[int]:
+def multi_step_neurons(model: nn.Module, mode: str) -> list[tuple[str, nn.Module, str]]:
+    """The spiking neurons of ``model``, refused unless each takes the whole sequence per call
+    (what an estimator installed as a forward hook needs)."""
     neurons = spiking_neurons(model)
     if not neurons:
         raise ValueError(f"{mode}: {type(model).__name__} has no spiking neuron")
     for name, m, _ in neurons:
         if getattr(m, "step_mode", "m") != "m":
             raise ValueError(f"{mode} needs multi-step neurons (whole sequence per call); {name} runs step_mode={m.step_mode!r}")
+    return neurons
+
+
+@contextlib.contextmanager
+def _rate_gradients(model: nn.Module, mode: str) -> Iterator[int]:
+    neurons = multi_step_neurons(model, mode)
+    for name, m, _ in neurons:
         if mode == "rga" and not hasattr(m, "v_threshold"):
             raise ValueError(f"rga models IF/LIF neurons (threshold and leak); {name} is a {type(m).__name__}")
     handles = [m.register_forward_hook(_rate_hook(mode)) for _, m, _ in neurons]
