@@ -46,6 +46,9 @@ class AttackInfo:
     eot_iter: int | None = None
     # inputs mapped into (m, 1 - m) before attacking, the perturbation carried back after
     input_margin: float = 0.0
+    # forward + backward passes per robust sample at full strength (a forward counts a third): the
+    # evaluation's cascade runs cheap attacks first, so dear ones see only the samples still robust
+    cost: float = 1.0
 
 
 def _pgd_alpha(eps: float, steps: int) -> float:
@@ -96,46 +99,48 @@ ATTACKS: dict[str, AttackInfo] = dict([
     _info("fgsm", "linf", True, lambda m, eps, **k: torchattacks.FGSM(m, eps=eps), "FGSM, one signed gradient step"),
     _info("bim", "linf", True,
           lambda m, eps, *, steps, **k: torchattacks.BIM(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps),
-          "BIM (iterative FGSM, no random start)", full_steps=_PGD_STEPS),
+          "BIM (iterative FGSM, no random start)", full_steps=_PGD_STEPS, cost=20),
     _info("pgd", "linf", True,
           lambda m, eps, *, steps, **k: torchattacks.PGD(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps,
                                                          random_start=True),
-          "PGD with uniform random start, step 2.5*eps/steps", full_steps=_PGD_STEPS),
+          "PGD with uniform random start, step 2.5*eps/steps", full_steps=_PGD_STEPS, cost=20),
     _info("eotpgd", "linf", True,
           lambda m, eps, *, steps, eot_iter, **k: torchattacks.EOTPGD(m, eps=eps, alpha=_pgd_alpha(eps, steps),
                                                                       steps=steps, eot_iter=eot_iter),
           "PGD with gradients averaged over eot_iter forwards (stochastic models)", full_steps=_PGD_STEPS,
-          eot_iter=_EOT_DRAWS),
+          eot_iter=_EOT_DRAWS, cost=200),
     _info("pgdl2", "l2", True,
           lambda m, eps, *, steps, **k: torchattacks.PGDL2(m, eps=eps, alpha=_pgd_alpha(eps, steps), steps=steps),
-          "PGD in an L2 ball of radius eps", full_steps=_PGD_STEPS),
+          "PGD in an L2 ball of radius eps", full_steps=_PGD_STEPS, cost=20),
     _info("apgd", "linf", True,
           lambda m, eps, *, steps, seed, eot_iter, **k: torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps,
                                                                           loss="ce", seed=seed, eot_iter=eot_iter),
-          "APGD-CE (Croce & Hein 2020)", full_steps=_APGD_STEPS, eot_iter=1),
+          "APGD-CE (Croce & Hein 2020)", full_steps=_APGD_STEPS, eot_iter=1, cost=100),
     _info("apgd-dlr", "linf", True,
           lambda m, eps, *, steps, seed, eot_iter, **k: torchattacks.APGD(m, norm="Linf", eps=eps, steps=steps,
                                                                           loss="dlr", seed=seed, eot_iter=eot_iter),
-          "APGD on the DLR loss", full_steps=_APGD_STEPS, eot_iter=1),
+          "APGD on the DLR loss", full_steps=_APGD_STEPS, eot_iter=1, cost=100),
     _info("apgdt", "linf", True,
           lambda m, eps, *, steps, seed, num_classes, eot_iter, **k: torchattacks.APGDT(
               m, norm="Linf", eps=eps, steps=steps, seed=seed, n_classes=_targets(num_classes), eot_iter=eot_iter),
-          "APGD-T, targeted DLR over the 9 most likely other classes", full_steps=_APGD_STEPS, eot_iter=1),
+          "APGD-T, targeted DLR over the 9 most likely other classes", full_steps=_APGD_STEPS, eot_iter=1,
+          cost=900),
     _info("sapgd", "linf", True,
           lambda m, eps, *, steps, seed, **k: importlib.import_module("snnsec.attacks.adversarial.sapgd").SAPGD(
               m, eps=eps, steps=steps, seed=seed),
           "SA-PGD (2025): L1-normalised Adam-like moments, halving step; with --surrogates assg:<omega> the "
-          "paper's ASSG + SA-PGD", full_steps=_APGD_STEPS),
+          "paper's ASSG + SA-PGD", full_steps=_APGD_STEPS, cost=100),
     _info("fab", "linf", True,
           lambda m, eps, *, steps, seed, num_classes, **k: torchattacks.FAB(
               m, norm="Linf", eps=eps, steps=steps, seed=seed, multi_targeted=True, n_classes=_targets(num_classes)),
-          "FAB-T (minimal-norm, projected into the eps ball)", full_steps=_APGD_STEPS),
+          "FAB-T (minimal-norm, projected into the eps ball)", full_steps=_APGD_STEPS, cost=900),
     _info("square", "linf", False,
           lambda m, eps, *, seed, queries, **k: torchattacks.Square(m, norm="Linf", eps=eps, n_queries=queries, seed=seed),
-          "Square Attack (black-box, score-based)", full_steps=1, uses_queries=True),
+          "Square Attack (black-box, score-based)", full_steps=1, uses_queries=True,
+          cost=FULL_QUERIES / 3),
     _info("autoattack", "linf", True, _build_autoattack,
           "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (per-sample worst case)", full_steps=_APGD_STEPS,
-          uses_queries=True),
+          uses_queries=True, cost=100 + 900 + 900 + FULL_QUERIES / 3),
     _info("cw", "minimal", True, lambda m, eps, *, steps, **k: torchattacks.CW(m, c=1, kappa=0, steps=steps, lr=0.01),
           "Carlini-Wagner L2 (inputs mapped into (0, 1) first)", uses_eps=False, full_steps=100,
           input_margin=CW_MARGIN),

@@ -24,6 +24,7 @@ import torchattacks
 
 from snnsec.attacks.catalog import ATTACKS, FAST_QUERIES, FAST_STEPS, FULL_QUERIES, attack_names
 from snnsec.attacks.adversarial.adaptive import restart_statistics
+from snnsec.attacks.adversarial.per_sample import keyed_draws
 from snnsec.harness import AttackView, device_of, preserve_modes, torch_rng_restored
 
 __all__ = ["ATTACKS", "Attack", "Counter", "attack_names"]
@@ -128,14 +129,20 @@ class Attack:
             setattr(atk, k, v)
         return atk
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Adversarial examples of ``x`` (labels ``y``), on ``x``'s device; computed on the model's."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, keys=None) -> torch.Tensor:
+        """Adversarial examples of ``x`` (labels ``y``), on ``x``'s device; computed on the model's.
+
+        ``keys`` (one int per sample, e.g. its index in the evaluated set): random starts are drawn
+        per sample from these keys (:func:`~snnsec.attacks.adversarial.per_sample.keyed_draws`), so a
+        sample gets the same start in any batch; without them they come from the seeded global stream.
+        """
         home, dev = x.device, device_of(self.model)
         x, y = x.to(dev), y.to(dev)
         view = self.counter.model
         packed = view.pack(x)
         restart_statistics(self.model)
-        with preserve_modes(self.model), _rng_guard(self.seed):
+        draws = contextlib.nullcontext() if keys is None else keyed_draws(keys, self.seed, packed.ndim)
+        with preserve_modes(self.model), _rng_guard(self.seed), draws:
             atk = self._build()
             m = self.info.input_margin
             inp = m + (1 - 2 * m) * packed if m else packed
