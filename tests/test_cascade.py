@@ -106,3 +106,14 @@ def test_masked_model_cascade_stays_unreliable(trained):
     ev = evaluate(masked, x, y, EvalConfig(attacks=("pgd", "square"), eps=("8/255",), fast=True, queries=40),
                   progress=False)
     assert not ev.reliable
+
+
+def test_a_rate_coded_model_evaluates_through_eot_in_chunks(trained):
+    import copy
+
+    m = copy.deepcopy(trained[0])
+    m.encoder = "poisson"  # static images [B, P, H, W] are rate coded into T frames
+    img = trained[1][:8].mean(1) * 0.9
+    cfg = EvalConfig(attacks=("pgd",), eps=("8/255",), fast=True, eot=2, checks=False)
+    a, b = (evaluate(m, img, trained[2][:8], cfg, progress=False) for _ in range(2))
+    assert torch.equal(a.robust_mask(cfg.eps[0]), b.robust_mask(cfg.eps[0]))

@@ -72,8 +72,12 @@ def test_the_spike_driven_check_reproduces_the_spikingformer_paper(backbone_repo
         r = backbone_reports[arch]
         assert not r.spike_driven(), arch
         assert first in [c.layer for c in r.non_spike_layers if c.input_kind == "integers"], arch
-    # ... Spikingformer's and the Spike-driven Transformer's never do (binary frames: the encoding layer too)
-    for arch in ("spikingformer", "sdt", "csnn"):
+    # ... Spikingformer's and the Spike-driven Transformer's never do (binary frames: the encoding layer
+    # too). Spikingformer's head reads the mean of the residual stream, as in its reference code: real
+    # values, but no integer anywhere, which is the paper's point
+    r = backbone_reports["spikingformer"]
+    assert [(c.layer, c.input_kind) for c in r.non_spike_layers] == [("backbone.head.0", "real values")]
+    for arch in ("sdt", "csnn"):
         r = backbone_reports[arch]
         assert r.spike_driven(encoding_aside=False) and r.macs == 0, (arch, [c.layer for c in r.non_spike_layers])
 

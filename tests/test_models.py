@@ -25,14 +25,19 @@ def _frames(seed: int, batch: int = B, density: float = 0.25) -> torch.Tensor:
     return (torch.rand(batch, T, P, H, W, generator=g) < density).float()
 
 
-@pytest.fixture(scope="module", params=models.names())
+# every registered model, and the variants a keyword selects that change the network's structure
+VARIANTS = [(name, {}) for name in models.names()] + [("spikformer", {"cml": False}), ("spikingformer", {"cml": True})]
+
+
+@pytest.fixture(scope="module", params=VARIANTS, ids=[n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw in VARIANTS])
 def built(request):
     torch.manual_seed(0)
-    model = models.build(request.param, in_channels=P, num_classes=K, sensor_hw=(H, W), T=T)
+    name, kwargs = request.param
+    model = models.build(name, in_channels=P, num_classes=K, sensor_hw=(H, W), T=T, **kwargs)
     x = _frames(1)
     calibrate_bn(model, x)
     model.eval()
-    return request.param, model, x
+    return name, model, x
 
 
 # -- checks shared with the teeth test ------------------------------------------------------------
@@ -206,3 +211,26 @@ def test_a_neuron_swapped_in_after_the_first_forward_is_reset_too():
     model.backbone[2] = neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m")
     assert old is not None  # keep the old neuron alive, as the spikingjelly gotcha requires
     check_stateless(model, x)
+
+
+def _order(model) -> list[str]:
+    """The module types of a model's forward path, containers and neurons' internals left out."""
+    from spikingjelly.activation_based.neuron import LIFNode
+
+    out = []
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d, LIFNode)):
+            out.append({"Conv2d": "conv", "BatchNorm2d": "bn", "MaxPool2d": "pool", "LIFNode": "lif"}[type(m).__name__])
+    return out
+
+
+@pytest.mark.parametrize("arch", ["spikformer", "spikingformer"])
+def test_cml_moves_each_pool_before_its_neuron_and_keeps_the_parameters(arch):
+    kw = dict(in_channels=P, num_classes=K, sensor_hw=(H, W), T=T)
+    cml, original = models.build(arch, cml=True, **kw), models.build(arch, cml=False, **kw)
+    assert [(k, v.shape) for k, v in cml.state_dict().items()] != [] and \
+        sorted((v.shape for v in cml.parameters()), key=str) == sorted((v.shape for v in original.parameters()), key=str)
+    stem = lambda m: " ".join(_order(m)[:16])  # noqa: E731  (the patch stem / tokenizer)
+    # CML: BN -> pool -> LIF (the pool sees membrane inputs); original: LIF -> pool (it sees spikes)
+    assert "bn pool lif" in stem(cml) and "lif pool" not in stem(cml)
+    assert "lif pool" in stem(original) and "bn pool" not in stem(original)

@@ -222,14 +222,18 @@ register("csnn", _lazy("csnn", "csnn"),
 register("psn-csnn", _lazy("csnn", "psn_csnn"),
          "csnn with SlidingPSN parallel neurons (neuron_type='psn' for the full PSN, which needs exactly T steps)")
 register("spikformer", _lazy("zoo", "spikformer"),
-         "spikingjelly Spikformer, 64-d, 1 block, patch 4 (16 above 64 px); [T,B,K] output averaged over T")
+         "spikingjelly Spikformer, 64-d, 1 block, patch 4 (16 above 64 px), CML downsampling as spikingjelly's "
+         "(cml=False: the original's); [T,B,K] output averaged over T")
 register("qkformer", _lazy("zoo", "qkformer"), "spikingjelly QKFormer, 64-d, depths (1,1,1)")
 register("sdt", _lazy("zoo", "sdt"), "spikingjelly Spike-driven Transformer, 64-d, 1 block")
 register("ms-resnet", _lazy("zoo", "ms_resnet"),
          "spikingjelly MS-ResNet (1,1,1) x 16 ch; Rect surrogate (sparse input gradients: compare with override_surrogate)")
 register("maxformer", _lazy("zoo", "maxformer"), "spikingjelly MaxFormer, 64-d, depths (1,1,1)")
 register("spikingformer", _lazy("spikingformer", "spikingformer"),
-         "Spikingformer (spike-driven residuals: LIF -> Conv -> BN everywhere), 64-d, 1 block; config='paper': 256-d, 2")
+         "Spikingformer (spike-driven residuals: LIF -> Conv -> BN everywhere), 64-d, 1 block; config='paper': 256-d, 2; "
+         "cml=True: CML downsampling")
+register("snn-vit", _lazy("snn_vit", "snn_vit"),
+         "SNN-ViT with saccadic spatio-temporal attention (SSSA, linear form) and GL-SPS, 64-d, 1 block; exactly T steps")
 register("sew-resnet", _lazy("sew_resnet", "sew_resnet"),
          "SEW-ResNet without torchvision, ADD connect, (1,1,1) x 16/32/64 ch; config='sew18': SEW-ResNet-18 layout")
 register("plain-lif", _lazy("plain", "plain_lif"),

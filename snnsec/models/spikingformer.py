@@ -8,15 +8,25 @@ Spikingformer every weight layer is pre-activated, ``LIF -> Conv -> BN``: the re
 carries real values, and a neuron turns it into spikes right before each weight, so every
 product is spike-driven (accumulates only). Written here because no installed package has it.
 
-Layout, as the paper: a spiking tokenizer (the encoding ``Conv -> BN``, then ``LIF -> Conv ->
-BN [-> MaxPool]`` stages and a relative position embedding added to its input), encoder
-blocks ``x = x + SSA(x); x = x + MLP(x)`` with spiking self-attention (``Q K^T V`` of spikes,
-scale 0.125, attention LIF threshold 0.5) and a two-layer MLP, then token averaging, a LIF and
-the linear head per time step. Neurons: LIF, tau 2, hard reset, detached reset, Sigmoid
-surrogate (spikingjelly's default, as the reference).
+Layout, as the reference code: a spiking tokenizer (the encoding ``Conv -> BN``, then four
+pre-activated ``LIF [-> MaxPool] -> Conv -> BN`` stages, the last ``pools`` of them pooling;
+no position-embedding residual), encoder blocks ``x = x + SSA(x); x = x + MLP(x)`` with spiking
+self-attention (``Q K^T V`` of spikes, scale 0.125, attention LIF threshold 0.5) and a two-layer
+MLP, then the mean over tokens and the linear head per time step (averaged over T by the
+harness; the reference takes the head of the mean, the same by linearity). The head sees the
+real-valued residual stream, as in the reference: only the blocks' products are spike-driven.
+Neurons: LIF, hard reset, detached reset, Sigmoid surrogate (spikingjelly's default, as the
+reference); tau 2 as the reference's CIFAR models, 1.5 with ``config="paper"`` (its DVS model).
+
+``cml=True`` gives CML's downsampling (Zhou et al., "Enhancing the Performance of Transformer-based
+Spiking Neural Networks by SNN-optimized Downsampling with Precise Gradient Backpropagation",
+arXiv:2305.05954; ``zhouchenlin2096/Spikingformer-CML``): each MaxPool moves from between a LIF and
+its convolution to right after the previous BN, so the network pools membrane inputs rather than
+spikes (``Conv -> BN -> MaxPool -> LIF -> Conv``) and the pooling's gradient reaches the neuron
+that produced the maximum. Parameters are the same; only the order changes.
 
 The default is small (64-d, 1 block, 4 heads) so it trains on 2 CPU cores; ``config="paper"``
-gives the paper's DVS configuration (256-d, 2 blocks, 16 heads, MLP ratio 4).
+gives the paper's DVS configuration (256-d, 2 blocks, 16 heads, MLP ratio 4, tau 1.5).
 """
 
 from __future__ import annotations
@@ -27,51 +37,60 @@ from spikingjelly.activation_based import layer, neuron
 
 from snnsec.harness import SpikingClassifier
 
-PAPER = {"embed_dims": 256, "depths": 2, "num_heads": 16, "mlp_ratio": 4.0}
+PAPER = {"embed_dims": 256, "depths": 2, "num_heads": 16, "mlp_ratio": 4.0, "tau": 1.5}
 
 
-def _lif(v_threshold: float = 1.0) -> nn.Module:
-    return neuron.LIFNode(tau=2.0, v_threshold=v_threshold, detach_reset=True, step_mode="m")
+def _lif(v_threshold: float = 1.0, tau: float = 2.0) -> nn.Module:
+    return neuron.LIFNode(tau=tau, v_threshold=v_threshold, detach_reset=True, step_mode="m")
 
 
-def _conv_bn(c_in: int, c_out: int, k: int = 1, pool: bool = False) -> nn.Module:
-    parts = [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out)]
-    if pool:
-        parts.append(nn.MaxPool2d(3, stride=2, padding=1))
-    return layer.SeqToANNContainer(*parts)
+def _pool() -> nn.Module:
+    return layer.SeqToANNContainer(nn.MaxPool2d(3, stride=2, padding=1))
+
+
+def _conv_bn(c_in: int, c_out: int, k: int = 1) -> nn.Module:
+    return layer.SeqToANNContainer(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out))
 
 
 class Tokenizer(nn.Module):
-    """Encoding ``Conv -> BN``, then pre-activated ``LIF -> Conv -> BN (-> MaxPool)`` stages; a
-    relative position embedding (``LIF -> Conv -> BN``) is added to the result."""
+    """The encoding ``Conv -> BN`` (widths E/8), then stages to E/4, E/2, E, E; the last ``pools``
+    stages halve the grid. Original order ``LIF -> MaxPool -> Conv -> BN``; with ``cml`` the pool
+    ends the previous stage instead (``... -> BN -> MaxPool``, then ``LIF -> Conv -> BN``)."""
 
-    def __init__(self, in_channels: int, embed_dims: int, pools: int) -> None:
+    def __init__(self, in_channels: int, embed_dims: int, pools: int, cml: bool, tau: float) -> None:
         super().__init__()
-        dims = [embed_dims // 8, embed_dims // 4, embed_dims // 2, embed_dims]
-        self.encode = _conv_bn(in_channels, dims[0], 3, pool=pools >= 4)
-        stages = []
-        for i in range(1, 4):
-            stages += [_lif(), _conv_bn(dims[i - 1], dims[i], 3, pool=pools >= 4 - i)]
-        self.stages = nn.Sequential(*stages)
-        self.rpe = nn.Sequential(_lif(), _conv_bn(embed_dims, embed_dims, 3))
+        if not 0 <= pools <= 4:
+            raise ValueError(f"spikingformer: pools must be 0..4, got {pools}")
+        dims = [embed_dims // 8, embed_dims // 4, embed_dims // 2, embed_dims, embed_dims]
+        pooled = [i >= 4 - pools for i in range(4)]  # stage i (0..3) downsamples
+        parts = [_conv_bn(in_channels, dims[0], 3)]
+        if cml and pooled[0]:
+            parts.append(_pool())
+        for i in range(4):
+            parts.append(_lif(tau=tau))
+            if pooled[i] and not cml:
+                parts.append(_pool())
+            parts.append(_conv_bn(dims[i], dims[i + 1], 3))
+            if cml and i + 1 < 4 and pooled[i + 1]:
+                parts.append(_pool())
+        self.stages = nn.Sequential(*parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.encode(x))
-        return x + self.rpe(x)
+        return self.stages(x)
 
 
 class SpikingSelfAttention(nn.Module):
     """``LIF`` on the block input, then Q, K, V as ``Conv1x1 -> BN -> LIF``, ``Q K^T V * 0.125``, a
     LIF at threshold 0.5, and the output ``Conv1x1 -> BN`` (pre-activated, as the MLP)."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, tau: float) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"spikingformer: embed_dims {dim} must be divisible by num_heads {num_heads}")
         self.heads, self.scale = num_heads, 0.125
-        self.input_lif = _lif()
-        self.q, self.k, self.v = (nn.Sequential(_conv_bn(dim, dim), _lif()) for _ in range(3))
-        self.attn_lif = _lif(v_threshold=0.5)
+        self.input_lif = _lif(tau=tau)
+        self.q, self.k, self.v = (nn.Sequential(_conv_bn(dim, dim), _lif(tau=tau)) for _ in range(3))
+        self.attn_lif = _lif(v_threshold=0.5, tau=tau)
         self.proj = _conv_bn(dim, dim)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:  # [T, B, C, H, W] -> [T, B, heads, N, C / heads]
@@ -88,52 +107,61 @@ class SpikingSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, tau: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(_lif(), _conv_bn(dim, hidden), _lif(), _conv_bn(hidden, dim))
+        self.net = nn.Sequential(_lif(tau=tau), _conv_bn(dim, hidden), _lif(tau=tau), _conv_bn(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, tau: float) -> None:
         super().__init__()
-        self.attn = SpikingSelfAttention(dim, num_heads)
-        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.attn = SpikingSelfAttention(dim, num_heads, tau)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), tau)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(x)
         return x + self.mlp(x)
 
 
+class TokenMean(nn.Module):
+    """``[T, B, C, H, W] -> [T, B, C]``: the features the head reads (the taps' feature module)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(3).mean(3)
+
+
 class Spikingformer(nn.Module):
     """``[T, B, P, H, W]`` frames -> ``[T, B, K]`` logits per time step."""
 
-    def __init__(self, *, in_channels: int, num_classes: int, sensor_hw, embed_dims: int, depths: int,
-                 num_heads: int, mlp_ratio: float, pools: int) -> None:
+    def __init__(self, *, in_channels: int, num_classes: int, embed_dims: int, depths: int, num_heads: int,
+                 mlp_ratio: float, pools: int, cml: bool, tau: float) -> None:
         super().__init__()
-        self.tokenizer = Tokenizer(in_channels, embed_dims, pools)
-        self.blocks = nn.Sequential(*(Block(embed_dims, num_heads, mlp_ratio) for _ in range(depths)))
-        self.head_lif = _lif()
+        self.tokenizer = Tokenizer(in_channels, embed_dims, pools, cml, tau)
+        self.blocks = nn.Sequential(*(Block(embed_dims, num_heads, mlp_ratio, tau) for _ in range(depths)))
+        self.features = TokenMean()
         self.head = layer.SeqToANNContainer(nn.Linear(embed_dims, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.tokenizer(x))
-        return self.head(self.head_lif(x.flatten(3).mean(3)))
+        return self.head(self.features(self.blocks(self.tokenizer(x))))
 
 
 def spikingformer(*, in_channels, num_classes, sensor_hw, T, config="small", embed_dims=64, depths=1, num_heads=4,
-                  mlp_ratio=4.0, pools=None, readout="mean"):
-    """Spikingformer (``config="paper"``: the paper's 256-d, 2-block DVS model)."""
+                  mlp_ratio=4.0, pools=None, cml=False, tau=2.0, readout="mean"):
+    """Spikingformer (``config="paper"``: the paper's 256-d, 2-block DVS model; ``cml``: CML's downsampling)."""
     if config == "paper":
-        embed_dims, depths, num_heads, mlp_ratio = (PAPER[k] for k in ("embed_dims", "depths", "num_heads", "mlp_ratio"))
+        embed_dims, depths, num_heads, mlp_ratio, tau = (PAPER[k] for k in ("embed_dims", "depths", "num_heads",
+                                                                            "mlp_ratio", "tau"))
     elif config != "small":
         raise ValueError(f"spikingformer: config must be 'small' or 'paper', got {config!r}")
     if pools is None:
-        # two 2x poolings give a 9x9 token grid at 34x34; four keep 128x128 sensors at 8x8
+        # two 2x poolings give a 9x9 token grid at 34x34 (the reference's CIFAR layout); four keep
+        # 128x128 sensors at 8x8 (its DVS layout)
         pools = 4 if min(sensor_hw) >= 64 else 2
-    net = Spikingformer(in_channels=in_channels, num_classes=num_classes, sensor_hw=sensor_hw, embed_dims=embed_dims,
-                        depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratio, pools=pools)
+    net = Spikingformer(in_channels=in_channels, num_classes=num_classes, embed_dims=embed_dims, depths=depths,
+                        num_heads=num_heads, mlp_ratio=mlp_ratio, pools=pools, cml=bool(cml), tau=float(tau))
     return SpikingClassifier(net, T=T, in_channels=in_channels, num_classes=num_classes, sensor_hw=sensor_hw,
-                             readout=readout, feature_module=net.head_lif, description="spikingformer")
+                             readout=readout, feature_module=net.features,
+                             description="spikingformer" + (" (CML downsampling)" if cml else ""))

@@ -18,9 +18,18 @@ def _wrap(net, description, *, T, in_channels, num_classes, sensor_hw, readout, 
 
 
 def spikformer(*, in_channels, num_classes, sensor_hw, T, embed_dims=64, num_heads=4, mlp_ratio=4.0, depths=1,
-               patch_size=None, readout="mean"):
-    """Spikformer; returns ``[T, B, K]``, averaged over T by the harness."""
+               patch_size=None, cml=True, readout="mean"):
+    """Spikformer; returns ``[T, B, K]``, averaged over T by the harness.
+
+    spikingjelly's patch stem pools after BN and before the LIF (``Conv -> BN -> MaxPool -> LIF``),
+    which is CML's downsampling (Zhou et al., arXiv:2305.05954, ``zhouchenlin2096/Spikingformer-CML``),
+    so that is the default here. ``cml=False`` restores the original Spikformer's order (Zhou et al.,
+    ICLR 2023, ``ZK-Zhou/spikformer``: ``Conv -> BN -> LIF -> MaxPool``, pooling spikes); the
+    parameters are the same.
+    """
+    from spikingjelly.activation_based import layer
     from spikingjelly.activation_based.model.spikformer import Spikformer
+    from torch import nn
 
     if patch_size is None:
         # the patch stem only accepts 4 or 16; 16 keeps 128x128 sensors at an 8x8 token grid
@@ -28,8 +37,14 @@ def spikformer(*, in_channels, num_classes, sensor_hw, T, embed_dims=64, num_hea
     net = Spikformer(T=T, in_channels=in_channels, img_size_h=sensor_hw[0], img_size_w=sensor_hw[1],
                      patch_size=patch_size, num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads,
                      mlp_ratio=mlp_ratio, depths=depths)
-    return _wrap(net, "spikformer", T=T, in_channels=in_channels, num_classes=num_classes, sensor_hw=sensor_hw,
-                 readout=readout)
+    if not cml:
+        for stage in net.patch_embed.stages:
+            conv, bn, *pool = stage.conv_bn.block
+            if pool:
+                stage.conv_bn.block = layer.SeqToANNContainer(conv, bn)
+                stage.neuron = nn.Sequential(stage.neuron, layer.SeqToANNContainer(*pool))
+    return _wrap(net, "spikformer" + ("" if cml else " (original downsampling, cml=False)"), T=T,
+                 in_channels=in_channels, num_classes=num_classes, sensor_hw=sensor_hw, readout=readout)
 
 
 def qkformer(*, in_channels, num_classes, sensor_hw, T, embed_dims=64, num_heads=(1, 2, 2), depths=(1, 1, 1),

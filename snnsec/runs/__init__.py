@@ -9,6 +9,7 @@ the cell functions import their algorithms when they run, so this costs no torch
 from snnsec.bench import register_kind
 from snnsec.runs.bench_cells import adversarial_cell, backdoor_cell, hardening_cell
 from snnsec.runs.defense_cells import audit_cell, defense_cell
+from snnsec.runs.event_threats import event_threat_cell
 from snnsec.runs.leaderboard import leaderboard_cell
 
 register_kind("backdoor", backdoor_cell)
@@ -17,3 +18,4 @@ register_kind("hardening", hardening_cell)
 register_kind("defense", defense_cell)
 register_kind("audit", audit_cell)
 register_kind("leaderboard", leaderboard_cell)
+register_kind("event-threats", event_threat_cell)

@@ -11,21 +11,25 @@ from snnsec._io import atomic_write_json
 from snnsec.attacks.adversarial.evaluate import AdversarialEvaluation, EvalConfig, evaluate
 from snnsec.attacks.adversarial.report import evaluation_rows
 
-__all__ = ["random_subset", "run_checkpoint", "save_evaluation"]
+__all__ = ["random_subset", "run_checkpoint", "save_evaluation", "subset_indices"]
 
 
-def random_subset(ds, n_samples: int | None = None, seed: int = 0):
-    """``(x [N, T, P, H, W], y [N])``: a seeded random subset of ``n_samples`` samples (all if None).
+def subset_indices(n: int, n_samples: int | None = None, seed: int = 0) -> list[int]:
+    """A seeded random choice of ``n_samples`` of ``range(n)`` (all if None), in ascending order.
 
     A random subset, not the first N: test splits are often stored class by class.
     """
-    n = len(ds)
     if n_samples is not None and int(n_samples) < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     if n_samples is not None:
         idx = idx[: int(n_samples)]
-    idx = idx.sort().values.tolist()
+    return idx.sort().values.tolist()
+
+
+def random_subset(ds, n_samples: int | None = None, seed: int = 0):
+    """``(x [N, T, P, H, W], y [N])``: the samples :func:`subset_indices` chooses."""
+    idx = subset_indices(len(ds), n_samples, seed)
     xs, ys = zip(*(ds[i] for i in idx))
     return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in xs]), torch.as_tensor(ys, dtype=torch.long)
 

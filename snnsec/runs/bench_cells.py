@@ -68,6 +68,8 @@ def _train(cell: dict, progress: bool, device: str) -> str:
 
     keys = ("dataset", "root", "model", "T", "epochs", "batch_size", "lr", "seed")
     train_cfg = {k: cell.get(k) for k in keys}
+    if cell.get("model_kwargs"):  # only when given: the caches of cells without keep their names
+        train_cfg["model_kwargs"] = dict(cell["model_kwargs"])
     if train_cfg["epochs"] is None:
         raise ValueError("adversarial cell: give 'checkpoint' (a trained model) or 'epochs' to train one first")
     cache = Path(os.environ.get("SNNSEC_CKPT_CACHE", "reports/checkpoints")) / config_hash(train_cfg)[:16]
@@ -75,7 +77,7 @@ def _train(cell: dict, progress: bool, device: str) -> str:
         cfg = TrainConfig(epochs=int(cell["epochs"]), batch_size=int(cell.get("batch_size", 32)),
                           lr=float(cell.get("lr", 1e-3)), seed=int(cell.get("seed", 0)))
         run_training(data=cell["dataset"], model=cell["model"], config=cfg, out=cache, root=cell.get("root"),
-                     T=cell.get("T"), progress=progress, device=device)
+                     T=cell.get("T"), model_kwargs=train_cfg.get("model_kwargs"), progress=progress, device=device)
     return str(cache)
 
 

@@ -1,8 +1,8 @@
 """The ``leaderboard`` bench kind (``attacks/leaderboard-nmnist.toml``): one backbone, optionally
 compressed, and every number the leaderboard shows for it.
 
-A cell names the training (``dataset``, ``root``, ``model``, ``T``, ``epochs``, ``batch_size``,
-``lr``, ``seed``; a registered model's default size) and optionally ``compress`` (``"binary"``,
+A cell names the training (``dataset``, ``root``, ``model``, ``model_kwargs``, ``T``, ``epochs``,
+``batch_size``, ``lr``, ``seed``; a registered model's default size unless ``model_kwargs`` say otherwise) and optionally ``compress`` (``"binary"``,
 ``"quantize:bits=4"``, ``"prune:sparsity=0.9"``, ``"soft-prune:sparsity=0.9"``) with
 ``finetune_epochs``; then what is measured:
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-TRAIN_KEYS = ("dataset", "root", "model", "T", "epochs", "batch_size", "lr", "seed")
+TRAIN_KEYS = ("dataset", "root", "model", "model_kwargs", "T", "epochs", "batch_size", "lr", "seed")
 DEFAULTS = {"attacks": "pgd,apgd,square", "eps": ["4/255", "16/255", "32/255"], "n_samples": 100,
             "energy_samples": 100, "backdoors": ["static", "flash"], "rate": 0.1, "target": 0, "audit_samples": 100,
             "finetune_epochs": 3, "fast": False}
@@ -40,14 +40,17 @@ KEYS = {"kind", "compress", *TRAIN_KEYS, *DEFAULTS}
 
 
 def variant_name(cell: dict) -> str:
-    """The leaderboard's name of a cell's model: ``csnn``, ``csnn+binary``, ``csnn+prune(sparsity=0.9)``."""
+    """The leaderboard's name of a cell's model: ``csnn``, ``csnn+binary``, ``csnn+prune(sparsity=0.9)``,
+    ``spikingformer(cml=True)``."""
     from snnsec.compress import method_spec
 
     c = method_spec(cell.get("compress"))
+    kw = cell.get("model_kwargs") or {}
+    model = str(cell["model"]) + (f"({','.join(f'{k}={v}' for k, v in kw.items())})" if kw else "")
     if not c:
-        return str(cell["model"])
+        return model
     params = ",".join(f"{k}={v}" for k, v in c.items() if k not in ("method", "keep_ends"))
-    return f"{cell['model']}+{c['method']}" + (f"({params})" if params else "")
+    return f"{model}+{c['method']}" + (f"({params})" if params else "")
 
 
 def _cache() -> Path:

@@ -328,9 +328,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: EvalCon
     y = y.long()
     with preserve_modes(model):
         model.eval()
-        fixed = FixedBatch(model, cfg.chunk)
-        attacked = EOT(fixed, cfg.eot, seed=cfg.seed) if cfg.eot > 1 else fixed
-        judge = EOT(fixed, cfg.eot, seed=cfg.seed + 1_000_003) if cfg.eot > 1 else fixed
+        attacked = FixedBatch(EOT(model, cfg.eot, seed=cfg.seed) if cfg.eot > 1 else model, cfg.chunk)
+        judge = FixedBatch(EOT(model, cfg.eot, seed=cfg.seed + 1_000_003), cfg.chunk) if cfg.eot > 1 else attacked
         clean_correct = _batched_predict(judge, x, cfg.batch_size) == y
         ev = AdversarialEvaluation(config=cfg, n=int(x.shape[0]), clean_correct=clean_correct)
         binary = cfg.binary_frames if cfg.binary_frames is not None else bool(((x == 0) | (x == 1)).all())

@@ -59,7 +59,7 @@ class FixedBatch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        if self.model.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+        if any(m.training for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
             raise RuntimeError("FixedBatch: the model is in training mode, where BatchNorm mixes samples; call .eval()")
         pad = (-n) % self.size
         if pad:
