@@ -118,3 +118,36 @@ def test_event_edits_refuse_bad_budgets():
         EventEdits(budget=2)
     with pytest.raises(ValueError, match="ops"):
         EventEdits(budget=0.1, ops=("swap",))
+
+
+def test_the_event_threats_kind_runs_both_threats_end_to_end(tmp_path, monkeypatch):
+    from snnsec import bench, results
+
+    monkeypatch.setenv("SNNSEC_CKPT_CACHE", str(tmp_path / "ckpt"))
+    spec = bench.parse_spec({
+        "kind": "event-threats",
+        "base": {"dataset": "ndigits", "model": "csnn", "T": 4, "epochs": 1, "batch_size": 32, "lr": 1e-3,
+                 "n_samples": 8},
+        "sweep": [{"threat": "retime", "max_shift": 1, "steps": 3},
+                  {"threat": "events", "ops": "add,delete,shift", "budget": 0.05, "rounds": 2}]},
+        source="tiny-event-threats.toml")
+    bench.run_spec(spec, store=tmp_path / "r.sqlite", progress=False, log=lambda m: None)
+    rows = results.Store(tmp_path / "r.sqlite").load(parse_json=True)
+    assert set(rows["attack"]) == {"event-threat:retime", "event-threat:events"}
+    for _, r in rows[rows["metric"] == "robust_accuracy"].iterrows():
+        clean = rows[(rows["run_id"] == r["run_id"]) & (rows["metric"] == "clean_accuracy")]["value"].item()
+        assert 0 <= r["value"] <= clean
+        assert len(r["extra"]["frame_ssim"]) == 8
+    l0 = rows[rows["metric"] == "event_l0"].set_index("attack")["value"]
+    assert 0 < l0["event-threat:events"] <= 0.05
+
+
+def test_an_event_threats_cell_is_checked_before_any_work():
+    from snnsec.runs.event_threats import event_threat_cell
+
+    with pytest.raises(ValueError, match="'threat' must be one of"):
+        event_threat_cell({"dataset": "ndigits", "model": "csnn", "threat": "flip"})
+    with pytest.raises(ValueError, match="needs 'budget'"):
+        event_threat_cell({"dataset": "ndigits", "model": "csnn", "threat": "events"})
+    with pytest.raises(ValueError, match="unknown field"):
+        event_threat_cell({"dataset": "ndigits", "model": "csnn", "threat": "events", "budgt": 0.1})

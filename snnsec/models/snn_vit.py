@@ -35,6 +35,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import layer, neuron, surrogate
 
 from snnsec.harness import SpikingClassifier
+from snnsec.models.spikingformer import TokenMean
 
 
 def _lif() -> nn.Module:
@@ -122,13 +123,6 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(x)
         return x + self.mlp(x)
-
-
-class TokenMean(nn.Module):
-    """``[T, B, C, H, W] -> [T, B, C]``: the features the head reads (the taps' feature module)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(3).mean(3)
 
 
 class SNNViT(nn.Module):

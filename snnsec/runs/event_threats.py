@@ -84,7 +84,7 @@ def run_event_threat(checkpoint, attack, *, data=None, root=None, n_samples: int
     idx = subset_indices(len(ds), n_samples, seed)
     x = torch.stack([ds[i][0] for i in idx])
     y = torch.as_tensor([int(ds.targets[i]) for i in idx])
-    clean_correct = predict(model, x, batch_size=32) == y
+    clean_correct = predict(model, x, batch_size=32).argmax(1) == y
     atk = attack(model)
     t0 = time.perf_counter()
     if isinstance(atk, EventEdits):
@@ -94,7 +94,7 @@ def run_event_threat(checkpoint, attack, *, data=None, root=None, n_samples: int
         l0 = res.edit_fraction.float()
     else:
         xa = torch.cat([atk(x[i:i + 16], y[i:i + 16]) for i in range(0, len(idx), 16)])
-        adv_correct = predict(model, xa, batch_size=32) == y
+        adv_correct = predict(model, xa, batch_size=32).argmax(1) == y
         l0 = ((xa != x).flatten(1).sum(1) / 2) / x.flatten(1).sum(1).clamp(min=1)  # moves per spike
     seconds = time.perf_counter() - t0
     ssim = M.ssim_per_frame(x, xa).mean(-1).float()  # per sample, time-averaged
