@@ -63,6 +63,7 @@ __all__ = [
     "SURROGATES",
     "TRAINING_GATED_NEURONS",
     "AttackView",
+    "ModelessWrapper",
     "SpikingClassifier",
     "StraightThrough",
     "calibrate_bn",
@@ -671,7 +672,25 @@ class SpikingClassifier(nn.Module):
         return AttackView(self)
 
 
-class AttackView(nn.Module):
+class ModelessWrapper(nn.Module):
+    """A wrapper with no training flag of its own: it reads and sets the wrapped module's (the
+    child named by ``_wrapped``). torchattacks restores the mode it finds on the model it is
+    given; a wrapper's own flag would be a stale copy (a fresh module says True and would leave an
+    eval model in train mode after every attack). train()/eval() still reach the wrapped module
+    through the child-module recursion."""
+
+    _wrapped = "model"
+
+    @property
+    def training(self) -> bool:
+        return self._modules[self._wrapped].training
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        pass
+
+
+class AttackView(ModelessWrapper):
     """``forward(x [B, T*P, H, W]) -> logits [B, K]``: time packed into channels for torchattacks.
 
     torchattacks' L2 attacks (PGDL2, CW, DeepFool, ...) assume 4-D images, so time is packed into
@@ -690,6 +709,8 @@ class AttackView(nn.Module):
     strictly inside (0, 1) (atanh(+-1) is infinite): rescale exactly binary inputs for it.
     """
 
+    _wrapped = "classifier"
+
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
@@ -697,18 +718,6 @@ class AttackView(nn.Module):
         # a classifier's frame shape is fixed; another module's is taken from the frames packed for it
         self._fixed = shape is not None
         self._shape: tuple[int, ...] | None = tuple(int(v) for v in shape) if self._fixed else None
-
-    # torchattacks restores the mode it finds on the model it is given; the view's own flag would
-    # be a stale copy (a fresh module says True and would leave an eval classifier in train mode
-    # after every attack), so it mirrors the classifier's. train()/eval() still reach the
-    # classifier through the child-module recursion.
-    @property
-    def training(self) -> bool:
-        return self._modules["classifier"].training
-
-    @training.setter
-    def training(self, mode: bool) -> None:
-        pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._shape is None:

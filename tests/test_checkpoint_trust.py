@@ -67,6 +67,10 @@ def test_torch_hub_folder_is_refused_and_its_hubconf_never_runs(tmp_path, capsys
     assert not marker.exists()
     with pytest.raises(checkpoint.UntrustedArchitecture, match="Nothing was imported"):
         checkpoint.load(ck)
+    from snnsec.runs.event_threats import event_threat_cell
+
+    with pytest.raises(checkpoint.UntrustedArchitecture, match="Nothing was imported"):
+        event_threat_cell({"checkpoint": str(ck), "model": "csnn", "threat": "retime", "max_shift": 1})
     assert not marker.exists()
 
 

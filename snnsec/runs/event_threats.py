@@ -77,13 +77,12 @@ def run_event_threat(checkpoint, attack, *, data=None, root=None, n_samples: int
     from snnsec import metrics as M
     from snnsec.attacks.adversarial.event_edits import EventEdits
     from snnsec.harness import predict
-    from snnsec.runs.adversarial import subset_indices
+    from snnsec.runs.adversarial import random_subset, subset_indices
 
     model, meta = ckpt.load(checkpoint, device=device)
     ds, spec = ckpt.matching_dataset(meta, data=data, root=root, split="test", source=str(checkpoint))
     idx = subset_indices(len(ds), n_samples, seed)
-    x = torch.stack([ds[i][0] for i in idx])
-    y = torch.as_tensor([int(ds.targets[i]) for i in idx])
+    x, y = random_subset(ds, n_samples, seed)  # the samples of idx, in its order
     clean_correct = predict(model, x, batch_size=32).argmax(1) == y
     atk = attack(model)
     t0 = time.perf_counter()

@@ -87,9 +87,9 @@ class EventEdits:
         with preserve_modes(model):
             model.eval()
             frames = _frames(current, spec)
-            best_loss = self._loss_and_grad(model, frames, y, need_grad=False)[0]
+            loss, grad, pred = self._forward(model, frames, y, need_grad=True)
+            best_loss, best_frames, best_pred = loss.clone(), frames.clone(), pred.clone()
             for r in range(int(self.rounds)):
-                loss, grad = self._loss_and_grad(model, frames, y)
                 for i, s in enumerate(current):
                     share = -(-(allowance[i] - int(edits[i])) // (int(self.rounds) - r))  # ceil
                     if share <= 0:
@@ -99,34 +99,30 @@ class EventEdits:
                     for o, k in by_op.items():
                         counts[o] += k
                 frames = _frames(current, spec)
-                loss = self._loss_and_grad(model, frames, y, need_grad=False)[0]
-                better = loss > best_loss
-                for i in torch.nonzero(better).flatten().tolist():
+                # one forward per round: its loss picks the best round, its gradient guides the next
+                loss, grad, pred = self._forward(model, frames, y, need_grad=r + 1 < int(self.rounds))
+                for i in torch.nonzero(loss > best_loss).flatten().tolist():
                     best[i], best_edits[i], best_loss[i] = current[i].copy(), edits[i], loss[i]
-            final = _frames(best, spec)
-            pred = self._predict(model, final)
-        return EventEditResult(events=best, frames=final, correct=pred == y, edits=best_edits, n_events=n_events,
-                               counts=counts)
+                    best_frames[i], best_pred[i] = frames[i], pred[i]
+        return EventEditResult(events=best, frames=best_frames, correct=best_pred == y, edits=best_edits,
+                               n_events=n_events, counts=counts)
 
-    def _loss_and_grad(self, model, frames, y, need_grad=True):
+    def _forward(self, model, frames, y, need_grad):
+        """Per-sample loss, its gradient with respect to the frames (when asked) and the predictions."""
         dev = device_of(model)
-        losses, grads = [], []
+        losses, grads, preds = [], [], []
         with gradient_mode(model, self.gradient):
             for i in range(0, frames.shape[0], self.batch_size):
                 xb = frames[i:i + self.batch_size].to(dev).requires_grad_(need_grad)
                 with torch.set_grad_enabled(need_grad):
-                    loss = F.cross_entropy(model(xb), y[i:i + self.batch_size].to(dev), reduction="none")
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, y[i:i + self.batch_size].to(dev), reduction="none")
                 if need_grad:
                     (g,) = torch.autograd.grad(loss.sum(), xb)
                     grads.append(g.detach().cpu())
                 losses.append(loss.detach().cpu())
-        return torch.cat(losses), (torch.cat(grads) if need_grad else None)
-
-    def _predict(self, model, frames):
-        dev = device_of(model)
-        with torch.no_grad():
-            return torch.cat([model(frames[i:i + self.batch_size].to(dev)).argmax(1).cpu()
-                              for i in range(0, frames.shape[0], self.batch_size)])
+                preds.append(logits.detach().argmax(1).cpu())
+        return torch.cat(losses), (torch.cat(grads) if need_grad else None), torch.cat(preds)
 
 
 def _frames(streams: list[np.ndarray], spec) -> torch.Tensor:

@@ -26,10 +26,12 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
+from snnsec.harness import ModelessWrapper
+
 __all__ = ["FixedBatch", "keyed_draws"]
 
 
-class FixedBatch(nn.Module):
+class FixedBatch(ModelessWrapper):
     """``model`` run in chunks of exactly ``size`` samples: per-sample outputs (and input gradients)
     independent of the batch they came in.
 
@@ -47,15 +49,6 @@ class FixedBatch(nn.Module):
         for attr in ("input_shape", "num_classes"):
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
-
-    # the wrapper has no mode of its own (see harness.AttackView): torchattacks restores the flag it reads
-    @property
-    def training(self) -> bool:
-        return self._modules["model"].training
-
-    @training.setter
-    def training(self, mode: bool) -> None:
-        pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
