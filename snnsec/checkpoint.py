@@ -8,6 +8,7 @@ A checkpoint is two files side by side::
         build                   in_channels, num_classes, sensor_hw, T given to the factory
         spec                    the DataSpec the model was trained on (DataSpec.from_dict)
         T, readout              time steps and how logits are read out
+        membrane_bits           the neurons' membrane precision (snnsec.compress), else null
         recipe                  how it was trained (loss, optimiser settings, hardening)
         attack                  the backdoor spec for poisoned models, else null
         metrics, seed, versions, command, created, weights {file, sha256}
@@ -131,6 +132,7 @@ def make_meta(model: nn.Module, *, arch: str, arch_kwargs: dict | None, spec, re
         "spec": spec.to_dict(),
         "T": build["T"],
         "readout": getattr(model, "readout", None),
+        "membrane_bits": getattr(model, "membrane_bits", None),
         "recipe": dict(recipe or {}),
         "attack": attack,
         "metrics": dict(metrics or {}),
@@ -224,6 +226,9 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     need("attack", (dict,), "an object describing the attack, or null", optional=True)
     need("metrics", (dict,), "an object of metric name -> number", optional=True)
     need("seed", (int,), "an integer or null", optional=True)
+    need("membrane_bits", (int,), "the neurons' membrane bits (an integer in [2, 16]) or null", optional=True)
+    if meta.get("membrane_bits") is not None and not 2 <= meta["membrane_bits"] <= 16:
+        raise ValueError(f"{path}: field 'membrane_bits' must be an integer in [2, 16] or null, got {meta['membrane_bits']!r}")
     from snnsec.data.spec import DataSpec
 
     spec = DataSpec.from_dict(meta["spec"], source=f"{path}: field 'spec'")
@@ -320,6 +325,13 @@ def build_model(meta: dict[str, Any], *, source: str = "checkpoint metadata", ar
         if skeleton is not None:
             check_state(skeleton, state, source=f"{state_source} (arch_kwargs from {source})", arch=meta["arch"])
     model = make()
+    if meta.get("membrane_bits"):
+        from snnsec.compress import quantize_membranes
+
+        try:
+            quantize_membranes(model, meta["membrane_bits"])
+        except ValueError as exc:
+            raise ValueError(f"{source}: field 'membrane_bits': {exc}") from None
     model.arch = meta["arch"]
     return model
 

@@ -14,7 +14,7 @@ Methods (``METHODS``):
   scaled binary weights of XNOR-Net (Rastegari et al., ECCV 2016) that binary-weight SNNs use
   (the self-ensemble binary-weight SNN, Wei et al.; BESTformer, a binary spiking transformer);
 - ``quantize``: ``bits``-bit symmetric uniform weights, one scale per output channel (the
-  weight half of Q-SNN, Wei et al., ACM MM 2024; its low-bit membrane is not modelled here);
+  weight half of Q-SNN, Wei et al., "Q-SNNs: Quantized Spiking Neural Networks", ACM MM 2024);
 - ``prune``: magnitude pruning, the ``sparsity`` fraction of smallest-magnitude weights of each
   layer set to zero by a fixed mask (Han et al., NeurIPS 2015);
 - ``soft-prune``: soft-threshold pruning ``sign(w) * max(|w| - theta, 0)`` with a learnable
@@ -25,6 +25,26 @@ Methods (``METHODS``):
 ``binary`` and ``quantize`` keep the first (encoding) and last (readout) weight layers at full
 precision by default, as binary and quantised networks usually do: they hold few weights and
 cost most accuracy.
+
+Low-bit membrane (Q-SNN's other half), ``membrane_bits=b`` with any method: every spiking
+neuron stores its membrane potential on ``2**(b-1) - 1`` levels a side, as Q-SNN's released
+code does (``models/layers.py``, ``LIFSpike``: charge, fire, reset, then quantize the state
+carried to the next step; rounding with a straight-through gradient, clamping without). Two
+departures, both so that the model is one fixed function of its input:
+
+- the scale is fixed at ``v_threshold / (2**(b-1) - 1)``, the range ``[-v_threshold,
+  v_threshold]``; the reference scales by the batch's largest ``|u|``, which makes a sample's
+  spikes depend on its batch-mates (every per-sample number here assumes they do not) and
+  is not a scale a chip can hold;
+- the stored value is the membrane itself; the reference stores ``tanh(u)``, a squashing that
+  changes the neuron's dynamics as well as its precision.
+
+The neuron stays what it was (its class is subclassed, so ``isinstance`` checks, surrogates
+and state names are unchanged); its state is quantized after each step. The checkpoint
+records ``membrane_bits`` and :func:`snnsec.checkpoint.load` quantizes the rebuilt neurons
+again: a number, not code, so loading stays safe. Neurons without a membrane state ``v``
+stepped by spikingjelly's functional API (PSN, snntorch, :mod:`snnsec.models.plain`) are refused
+by name.
 """
 
 from __future__ import annotations
@@ -37,7 +57,8 @@ from torch.nn.utils import parametrize
 
 from snnsec.train_settings import COMPRESS_METHODS
 
-__all__ = ["METHODS", "method_spec", "compress", "bake", "weight_layers", "stats"]
+__all__ = ["METHODS", "method_spec", "compress", "bake", "weight_layers", "stats", "quantize_membranes",
+           "quantize_membrane"]
 
 METHODS = COMPRESS_METHODS
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -94,6 +115,81 @@ class SoftThreshold(nn.Module):
         return torch.sign(w) * torch.relu(w.abs() - self.theta.clamp_min(0))
 
 
+def quantize_membrane(v: torch.Tensor, v_threshold: float, bits: int) -> torch.Tensor:
+    """``v`` on ``2**(bits-1) - 1`` levels a side of ``[-v_threshold, v_threshold]``; the
+    rounding passes the gradient straight through, the clamp does not."""
+    levels = 2 ** (int(bits) - 1) - 1
+    u = (v / (float(v_threshold) / levels)).clamp(-levels, levels)
+    return (u + (u.round() - u).detach()) * (float(v_threshold) / levels)
+
+
+class MembraneQuantized:
+    """Mixin over a spikingjelly neuron: its membrane state is quantized after every step.
+
+    Stepping goes through the neuron's own ``single_step_functional_forward`` (charge, fire,
+    reset), so its fused multi-step kernels are bypassed: slower, the same dynamics.
+    """
+
+    membrane_bits: int
+
+    def single_step_functional_forward(self, inputs, states, **kwargs):
+        outputs, states = super().single_step_functional_forward(inputs, states, **kwargs)
+        return outputs, (quantize_membrane(states[0], self.v_threshold, self.membrane_bits), *states[1:])
+
+    def multi_step_functional_forward(self, inputs, states, **kwargs):
+        steps = []
+        for t in range(inputs[0].shape[0]):
+            outputs, states = self.single_step_functional_forward(tuple(x[t] for x in inputs), states, **kwargs)
+            steps.append(outputs)
+        return tuple(torch.stack(seq) for seq in zip(*steps)), states
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", membrane_bits={self.membrane_bits}"
+
+
+_QUANTIZED_CLASSES: dict[type, type] = {}
+
+
+def _quantizable(m: nn.Module) -> bool:
+    from spikingjelly.activation_based.neuron.base_node import BaseNode
+
+    return (isinstance(m, BaseNode) and next(iter(m._memories), None) == "v"
+            and type(m).single_step_functional_forward is not BaseNode.single_step_functional_forward)
+
+
+def quantize_membranes(model: nn.Module, bits: int) -> nn.Module:
+    """Store every spiking neuron's membrane on ``bits`` bits (see the module doc), in place;
+    ``model.membrane_bits`` records it. Refuses, naming them, neurons it cannot quantize."""
+    from snnsec.harness import invalidate_reset_cache, spiking_neurons
+
+    bits = _membrane_bits(bits)
+    if getattr(model, "membrane_bits", None):
+        raise ValueError(f"quantize_membranes: the membranes are quantized already ({model.membrane_bits} bits)")
+    neurons = spiking_neurons(model)
+    if not neurons:
+        raise ValueError(f"membrane_bits: {type(model).__name__} has no spiking neuron")
+    other = [f"{n} ({type(m).__name__})" for n, m, _ in neurons if not _quantizable(m)]
+    if other:
+        raise ValueError(f"membrane_bits: cannot quantize the membrane of {', '.join(other[:4])}"
+                         f"{' and more' if len(other) > 4 else ''}; it works on spikingjelly neurons with a membrane "
+                         f"state v (LIF, IF, ParametricLIF, ...); drop membrane_bits for this model")
+    for _, m, _ in neurons:
+        cls = type(m)
+        if cls not in _QUANTIZED_CLASSES:
+            _QUANTIZED_CLASSES[cls] = type(f"MembraneQuantized{cls.__name__}", (MembraneQuantized, cls), {})
+        m.__class__ = _QUANTIZED_CLASSES[cls]
+        m.membrane_bits = bits
+    invalidate_reset_cache(model)
+    model.membrane_bits = bits
+    return model
+
+
+def _membrane_bits(bits) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"membrane_bits must be an integer in [2, 16], got {bits!r}")
+    return bits
+
+
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every convolution and linear layer, in module order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHTED)]
@@ -102,6 +198,7 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _check(method: str, params: dict[str, Any]) -> dict[str, Any]:
     allowed = {"binary": {"keep_ends"}, "quantize": {"bits", "keep_ends"}, "prune": {"sparsity"},
                "soft-prune": {"sparsity"}}
+    allowed = {k: v | {"membrane_bits"} for k, v in allowed.items()}
     if method not in METHODS:
         raise ValueError(f"compress: method must be one of {', '.join(METHODS)}, got {method!r}")
     unknown = sorted(set(params) - allowed[method])
@@ -116,6 +213,11 @@ def _check(method: str, params: dict[str, Any]) -> dict[str, Any]:
         s = out.setdefault("sparsity", 0.9)
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < 1:
             raise ValueError(f"compress {method}: sparsity must be a fraction in [0, 1), got {s!r}")
+    if out.get("membrane_bits") is not None:
+        try:
+            _membrane_bits(out["membrane_bits"])
+        except ValueError as exc:
+            raise ValueError(f"compress {method}: {exc}") from None
     if method in ("binary", "quantize"):
         out.setdefault("keep_ends", True)
         if not isinstance(out["keep_ends"], bool):
@@ -161,6 +263,8 @@ def compress(model: nn.Module, method: str, **params) -> nn.Module:
     if params.get("keep_ends") and len(layers) <= 2:
         params["keep_ends"] = False  # no layer between the ends: all are compressed, and the record says so
     chosen = layers[1:-1] if params.get("keep_ends") else layers
+    if params.get("membrane_bits") is not None:
+        quantize_membranes(model, params["membrane_bits"])  # refuses before any weight is touched
     for _, m in chosen:
         w = m.weight
         if method == "binary":

@@ -69,6 +69,7 @@ __all__ = [
     "calibrate_bn",
     "clone",
     "device_of",
+    "invalidate_reset_cache",
     "encode",
     "inspection_mode",
     "make_surrogate",
@@ -300,7 +301,7 @@ def override_surrogate(
     if not neurons:
         raise ValueError(f"override_surrogate: {type(model).__name__} has no spiking neuron with a surrogate")
     saved = [(m, attr, getattr(m, attr)) for _, m, attr in neurons]
-    _invalidate(model)
+    invalidate_reset_cache(model)
     try:
         for m, attr, _ in saved:
             _set_surrogate(m, attr, factory())
@@ -308,10 +309,12 @@ def override_surrogate(
     finally:
         for m, attr, orig in saved:
             _set_surrogate(m, attr, orig)
-        _invalidate(model)
+        invalidate_reset_cache(model)
 
 
-def _invalidate(model: nn.Module) -> None:
+def invalidate_reset_cache(model: nn.Module) -> None:
+    """Drop spikingjelly's and the classifiers' cached resetters: call it after swapping or
+    changing a neuron."""
     sj_functional.invalidate_reset_cache(model)
     for m in model.modules():
         if isinstance(m, SpikingClassifier):
@@ -630,7 +633,7 @@ class SpikingClassifier(nn.Module):
                 h.remove()
             for m, attr, rec in swapped:
                 _set_surrogate(m, attr, rec.inner)
-            _invalidate(self)
+            invalidate_reset_cache(self)
         out: dict[str, torch.Tensor] = {}
         if fm is not None:
             seq = _pool_spatial(_to_seq(feat_parts, T, B, "feature_module"))

@@ -130,3 +130,83 @@ def test_training_compressed_from_the_start(tmp_path):
     assert main(["train", "--data", "ndigits", "--compress", "prune:sparsity=2", "--out", str(tmp_path / "bad"),
                  "--store", str(tmp_path / "r.sqlite")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def _recorded_membranes(m, x):
+    """Every neuron's membrane after each step, as the harness runs it (store_v_seq)."""
+    from snnsec.harness import spiking_neurons
+
+    out = []
+    neurons = [n for _, n, _ in spiking_neurons(m)]
+    hooks = [n.register_forward_hook(lambda mod, i, o: out.append((mod.v_seq.clone(), mod.v_threshold))) for n in neurons]
+    for n in neurons:
+        n.store_v_seq = True
+    with torch.no_grad():
+        m(x)  # the harness resets the neurons after the forward, so the hooks read v_seq first
+    for n, h in zip(neurons, hooks):
+        n.store_v_seq = False
+        h.remove()
+    assert len(out) == len(neurons)
+    return out
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_low_bit_membranes_stay_on_their_grid_and_match_a_hand_written_lif(bits):
+    from spikingjelly.activation_based import neuron, surrogate
+
+    m, x = _model()
+    compress.compress(m, "quantize", bits=4, membrane_bits=bits)
+    levels = 2 ** (bits - 1) - 1
+    for v_seq, th in _recorded_membranes(m, x):
+        grid = v_seq / (th / levels)
+        assert torch.allclose(grid, grid.round(), atol=1e-4) and float(grid.abs().max()) <= levels + 1e-4
+    # one LIF against its definition: charge, fire, hard reset, then the state rounded to the grid
+    lif = neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m")
+    holder = torch.nn.Sequential(lif)
+    compress.quantize_membranes(holder, bits)
+    inp = torch.randn(8, 5, 6, generator=torch.Generator().manual_seed(1)) * 1.5
+    v, spikes = torch.zeros(5, 6), []
+    for t in range(8):
+        h = v + (inp[t] - v) / 2.0
+        s = (h >= 1.0).float()
+        spikes.append(s)
+        v = torch.clamp(torch.round(h * (1 - s) * levels), -levels, levels) / levels
+    assert torch.equal(lif(inp), torch.stack(spikes)) and torch.allclose(lif.v, v)
+
+
+def test_low_bit_membranes_keep_input_gradients_and_survive_a_checkpoint(tmp_path):
+    from snnsec.data.spec import DataSpec
+
+    m, x = _model()
+    compress.compress(m, "binary", membrane_bits=3)
+    xg = x.clone().requires_grad_(True)
+    m(xg).sum().backward()
+    assert float(xg.grad.abs().sum()) > 0
+    with torch.no_grad():
+        expected = m(x)
+    compress.bake(m)
+    spec = DataSpec("toy", sensor_size=(W, H, P), T=T, classes=tuple(str(i) for i in range(K)))
+    checkpoint.save(tmp_path / "ck", m, arch="csnn", arch_kwargs={}, spec=spec, recipe={"compression": m.compression})
+    loaded, meta = checkpoint.load(tmp_path / "ck")
+    assert meta["membrane_bits"] == 3 and loaded.membrane_bits == 3
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)
+    # the same weights without the record compute something else: the field is what makes them load right
+    meta_file = tmp_path / "ck" / "model.json"
+    import json
+
+    raw = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**raw, "membrane_bits": 1}))
+    with pytest.raises(ValueError, match=r"model.json: field 'membrane_bits' must be an integer in \[2, 16\]"):
+        checkpoint.load(tmp_path / "ck")
+
+
+def test_membranes_that_cannot_be_quantized_are_named_before_any_weight_changes():
+    m, _ = _model("psn-csnn")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(ValueError, match=r"membrane_bits: cannot quantize the membrane of .*PSN.*drop membrane_bits"):
+        compress.compress(m, "binary", membrane_bits=4)
+    assert not getattr(m, "compression", None) and not compress.weight_layers(m)[1][1].__dict__.get("parametrizations")
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError, match="compress quantize: membrane_bits must be an integer in"):
+        compress.compress(m, "quantize", membrane_bits=1)

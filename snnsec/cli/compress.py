@@ -14,11 +14,13 @@ def register(sub) -> None:
         "compress", help="a binary-weight, low-bit or pruned copy of a trained checkpoint, fine-tuned",
         description="Compress every convolution and linear layer of a checkpoint (binary: per-channel alpha*sign(w); "
         "quantize: BITS-bit weights; prune: magnitude pruning to SPARSITY; soft-prune: a learnable soft threshold "
-        "started at SPARSITY), fine-tune it compressed on the checkpoint's training split, and save the baked "
+        "started at SPARSITY), optionally store every neuron's membrane on MEMBRANE_BITS bits, fine-tune it compressed on the checkpoint's training split, and save the baked "
         "weights as a checkpoint of the same backbone.")
     add_checkpoint_input(p)
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--bits", type=int, default=None, help="quantize: weight bits (default 4)")
+    p.add_argument("--membrane-bits", type=int, default=None,
+                   help="any method: also store every neuron's membrane on this many bits (Q-SNN; default: full precision)")
     p.add_argument("--sparsity", type=float, default=None, help="prune, soft-prune: fraction of zero weights (default 0.9)")
     p.add_argument("--compress-ends", action="store_true",
                    help="binary, quantize: also compress the first and last weight layers (kept full precision by default)")
@@ -38,7 +40,7 @@ def run(args) -> int:
     from snnsec.cli import CLIError
     from snnsec.runs.compress import run_compress, save_compressed
 
-    params = {k: getattr(args, k) for k in ("bits", "sparsity") if getattr(args, k) is not None}
+    params = {k: getattr(args, k) for k in ("bits", "sparsity", "membrane_bits") if getattr(args, k) is not None}
     if args.method in ("binary", "quantize"):
         params["keep_ends"] = not args.compress_ends
     elif args.compress_ends:

@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--augment", action="store_true", help="spatial jitter, event drop and time jitter on frames")
     p.add_argument("--compress", default=None, metavar="METHOD[:KEY=VALUE,...]",
                    help="train compressed from the start: binary, quantize:bits=4, prune:sparsity=0.9, "
-                        "soft-prune:sparsity=0.9 (see `snnsec compress` for a trained checkpoint)")
+                        "soft-prune:sparsity=0.9; membrane_bits=B with any of them stores the membranes on B bits "
+                        "(Q-SNN: quantize:bits=4,membrane_bits=4); see `snnsec compress` for a trained checkpoint")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--store", default=None, help=STORE_HELP)
     p.add_argument("--no-progress", action="store_true")
