@@ -288,6 +288,35 @@ def test_check_pgd_vs_fgsm_and_steps():
     assert C.check_monotone_steps(0.3, 0.4, (5, 20), 0.1, 100)["passed"] is False
 
 
+def test_checks_at_exactly_their_limit_pass_despite_float32_rounding():
+    # the hardening runs of issue 7 were called unreliable on this: PGD-20 one sample of 100 above
+    # FGSM, which in float32 can come out above 0.01 (54/100 - 53/100 = 0.0100000054), "over" a
+    # one-sample tolerance
+    def acc(k, n=100):
+        return float((torch.arange(n) < k).float().mean())
+
+    assert acc(54) - acc(53) > 0.01 and acc(5) > 0.05
+    assert C.check_pgd_vs_fgsm({2 / 255: acc(54)}, {2 / 255: acc(53)}, "pgd", 100)["passed"] is True
+    assert C.check_pgd_vs_fgsm({2 / 255: acc(55)}, {2 / 255: acc(53)}, "pgd", 100)["passed"] is False
+    assert C.check_monotone_eps({"pgd": {0.1: acc(53), 0.2: acc(54)}}, n=100)["passed"] is True
+    assert C.check_monotone_steps(acc(53), acc(54), (5, 20), 0.1, 100)["passed"] is True
+    assert C.check_large_eps(acc(5), 0.5, "pgd")["passed"] is True
+    assert C.check_large_eps(acc(6), 0.5, "pgd")["passed"] is False
+    # 90 of 100 correct samples with a non-zero gradient (the other ten sit where the ReLU is flat):
+    # exactly the 0.9 floor, which float32 writes as 0.8999999762
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        m[2].weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]))
+        m[2].bias.copy_(torch.tensor([100.0, 0.0]))
+    x = torch.rand(100, 4) + 0.1
+    x[90:] = -1.0
+    y = torch.zeros(100, dtype=torch.long)
+    r = C.check_gradient(m, x, y, torch.ones(100, dtype=torch.bool))
+    assert r["value"] < 0.9 and r["value"] == pytest.approx(0.9) and r["passed"] is True
+    x[89] = -1.0
+    assert C.check_gradient(m, x, y, torch.ones(100, dtype=torch.bool))["passed"] is False
+
+
 def test_check_square_large_eps_eps_zero():
     w = {0.1: torch.arange(50) < 10}
     assert C.check_square({0.1: torch.arange(50) < 10}, w, 50)["passed"] is True
