@@ -53,6 +53,10 @@ def test_config_from_cell_merges_recipe_fields_and_rejects_unknown():
     assert cfg.eps == [pytest.approx(2 / 255)] and cfg.seed == 1
     with pytest.raises(ValueError, match="unknown field.*'temperature'"):
         HardeningConfig.from_cell({"dataset": "ndigits", "model": "csnn", "temperature": 1})
+    assert HardeningConfig.from_cell({"dataset": "ndigits", "gradients": ["model", "assg:0.43"]}).gradients == \
+        ["model", "assg:0.43"]
+    with pytest.raises(ValueError, match="unknown gradient estimator 'asg'"):
+        HardeningConfig.from_cell({"dataset": "ndigits", "gradients": ["asg"]})
 
 
 def test_hardening_spec_expands_to_the_issue_grid():

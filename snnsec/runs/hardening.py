@@ -40,6 +40,9 @@ class HardeningConfig:
     eps: list[float] = field(default_factory=list)
     # FGSM + PGD-20 (the evaluator's full strength) keep a CPU budget; add "apgd" for stronger numbers
     attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])
+    # gradient estimators of the white-box attacks (None: the model's own surrogate); e.g.
+    # ["model", "assg:0.43"] adds ASSG, which lowered csnn's worst case most (attacks/README.md)
+    gradients: list[str] | None = None
     robust_n: int | None = 100
     # backdoor resilience: {"trigger": "static", "rate": 0.1, "target": 0, ...} (BackdoorConfig fields)
     backdoor: dict[str, Any] | None = None
@@ -47,6 +50,12 @@ class HardeningConfig:
     def __post_init__(self) -> None:
         self.recipe = build_recipe(self.recipe, source="hardening config").to_dict()
         self.eps = [parse_eps(e) for e in self.eps]
+        if self.gradients is not None:
+            from snnsec.attacks.adversarial.gradients import parse_gradient
+
+            self.gradients = [str(g) for g in self.gradients]
+            for g in self.gradients:
+                parse_gradient(g)  # a misspelt estimator fails here, before the training
 
     @classmethod
     def from_cell(cls, cell: dict[str, Any]) -> "HardeningConfig":
@@ -78,16 +87,18 @@ class HardeningResult:
         return {"recipe": self.config.recipe}
 
 
-def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, eps: list[float], *, attacks=("fgsm", "pgd"), seed: int = 0,
-                    checks: bool = True, progress: bool = False) -> dict[str, float]:
-    """Robust accuracy at each eps through the adversarial evaluator (:func:`snnsec.attacks.adversarial.evaluate`).
+def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, eps: list[float], *, attacks=("fgsm", "pgd"), gradients=None,
+                    seed: int = 0, checks: bool = True, progress: bool = False) -> dict[str, float]:
+    """Robust accuracy at each eps through the adversarial evaluator (:func:`snnsec.attacks.adversarial.evaluate`),
+    white-box attacks through each of ``gradients`` (None: the model's own surrogate).
 
     Returns ``{"robust_accuracy_eps<k>/255": per-sample worst case over ``attacks``}`` plus
     ``robust_reliable`` (1.0 when the evaluator's integrity checklist passed, else 0.0).
     """
     from snnsec.attacks.adversarial import EvalConfig, evaluate
 
-    ev = evaluate(model, x, y, EvalConfig(attacks=tuple(attacks), eps=tuple(eps), seed=seed, checks=checks),
+    ev = evaluate(model, x, y, EvalConfig(attacks=tuple(attacks), eps=tuple(eps), seed=seed, checks=checks,
+                                          gradients=None if gradients is None else tuple(gradients)),
                   progress=progress)
     out = {f"robust_accuracy_eps{eps_label(e)}": float(a) for e, a in ev.robust_accuracy.items()}
     if checks:
@@ -129,7 +140,7 @@ def run_hardening(config: HardeningConfig, *, progress: bool = True, device: str
     if config.eps:
         n = len(x_test) if config.robust_n is None else min(int(config.robust_n), len(x_test))
         metrics.update(robust_accuracy(model, x_test[:n], y_test[:n], list(config.eps), attacks=config.attacks,
-                                       seed=config.seed, progress=progress))
+                                       gradients=config.gradients, seed=config.seed, progress=progress))
     if poison is not None:
         from snnsec import metrics as m
         from snnsec.attacks.backdoor.poison import poison_label
