@@ -68,17 +68,23 @@ def test_gradients_pass_straight_through_and_training_moves_the_full_precision_w
     assert not torch.equal(before, original.detach())
 
 
-def test_a_baked_model_saves_and_loads_as_its_backbone(tmp_path):
+def _baked_round_trip(m, x, path):
+    """Bake ``m``, save and load it: ``(loaded, meta, logits before baking)``."""
     from snnsec.data.spec import DataSpec
 
-    m, x = _model()
-    compress.compress(m, "prune", sparsity=0.5)
     with torch.no_grad():
         expected = m(x)
     compress.bake(m)
     spec = DataSpec("toy", sensor_size=(W, H, P), T=T, classes=tuple(str(i) for i in range(K)))
-    checkpoint.save(tmp_path / "ck", m, arch="csnn", arch_kwargs={}, spec=spec, recipe={"compression": m.compression})
-    loaded, meta = checkpoint.load(tmp_path / "ck")
+    checkpoint.save(path, m, arch="csnn", arch_kwargs={}, spec=spec, recipe={"compression": m.compression})
+    loaded, meta = checkpoint.load(path)
+    return loaded, meta, expected
+
+
+def test_a_baked_model_saves_and_loads_as_its_backbone(tmp_path):
+    m, x = _model()
+    compress.compress(m, "prune", sparsity=0.5)
+    loaded, meta, expected = _baked_round_trip(m, x, tmp_path / "ck")
     with torch.no_grad():
         assert torch.allclose(loaded(x), expected, atol=1e-6)
     assert meta["recipe"]["compression"]["method"] == "prune"
@@ -175,25 +181,21 @@ def test_low_bit_membranes_stay_on_their_grid_and_match_a_hand_written_lif(bits)
 
 
 def test_low_bit_membranes_keep_input_gradients_and_survive_a_checkpoint(tmp_path):
-    from snnsec.data.spec import DataSpec
-
     m, x = _model()
     compress.compress(m, "binary", membrane_bits=3)
     xg = x.clone().requires_grad_(True)
     m(xg).sum().backward()
     assert float(xg.grad.abs().sum()) > 0
-    with torch.no_grad():
-        expected = m(x)
-    compress.bake(m)
-    spec = DataSpec("toy", sensor_size=(W, H, P), T=T, classes=tuple(str(i) for i in range(K)))
-    checkpoint.save(tmp_path / "ck", m, arch="csnn", arch_kwargs={}, spec=spec, recipe={"compression": m.compression})
-    loaded, meta = checkpoint.load(tmp_path / "ck")
+    loaded, meta, expected = _baked_round_trip(m, x, tmp_path / "ck")
     assert meta["membrane_bits"] == 3 and loaded.membrane_bits == 3
+    plain = models.build("csnn", in_channels=P, num_classes=K, sensor_hw=(H, W), T=T)
+    plain.load_state_dict(loaded.state_dict())
     with torch.no_grad():
         assert torch.equal(loaded(x), expected)
-    # the same weights without the record compute something else: the field is what makes them load right
-    meta_file = tmp_path / "ck" / "model.json"
+        assert not torch.equal(plain.eval()(x), expected)  # the same weights at full precision differ
     import json
+
+    meta_file = tmp_path / "ck" / "model.json"
 
     raw = json.loads(meta_file.read_text())
     meta_file.write_text(json.dumps({**raw, "membrane_bits": 1}))
