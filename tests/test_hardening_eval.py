@@ -65,7 +65,9 @@ def test_hardening_spec_expands_to_the_issue_grid():
     spec = load_spec(REPO / "defenses" / "hardening.toml")
     assert spec.kind == "hardening"
     grid = {(c["dataset"], c["recipe"]) for c in spec.cells}
-    assert grid == {(d, r) for d in ("ndigits", "nmnist") for r in ("ce", "tcl", "stcl", "ce+pgd", "tcl+pgd")}
+    assert grid == {(d, r) for d in ("ndigits", "nmnist") for r in ("ce", "tcl", "stcl", "ce+pgd", "ce+trades", "tcl+pgd")}
+    at16 = {c["recipe"] for c in spec.cells if c.get("adv_eps") == "16/255"}
+    assert at16 == {"ce+pgd", "ce+trades", "tcl+pgd"}
     for c in spec.cells:
         HardeningConfig.from_cell(c)
 
