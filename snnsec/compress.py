@@ -164,7 +164,8 @@ def quantize_membranes(model: nn.Module, bits: int) -> nn.Module:
 
     bits = _membrane_bits(bits)
     if getattr(model, "membrane_bits", None):
-        raise ValueError(f"quantize_membranes: the membranes are quantized already ({model.membrane_bits} bits)")
+        raise ValueError(f"membrane_bits: the model's membranes are quantized already ({model.membrane_bits} bits); "
+                         f"drop membrane_bits, or start from the full-precision checkpoint")
     neurons = spiking_neurons(model)
     if not neurons:
         raise ValueError(f"membrane_bits: {type(model).__name__} has no spiking neuron")

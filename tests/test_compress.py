@@ -122,6 +122,13 @@ def test_cli_compresses_a_checkpoint(tmp_path, capsys):
     assert all(s["distinct_per_channel"] <= 7 for s in compress.stats(q)[1:-1])
     assert main(["compress", str(ck), "--method", "prune", "--compress-ends", "--out", str(tmp_path / "p"),
                  "--store", str(tmp_path / "r.sqlite")]) == 2
+    assert main(["compress", str(ck), "--method", "binary", "--membrane-bits", "4", "--finetune-epochs", "0",
+                 "--out", str(tmp_path / "m"), "--store", str(tmp_path / "r.sqlite"), "--no-progress"]) == 0
+    assert checkpoint.load(tmp_path / "m")[0].membrane_bits == 4
+    capsys.readouterr()
+    assert main(["compress", str(tmp_path / "m"), "--method", "prune", "--membrane-bits", "4", "--out",
+                 str(tmp_path / "m2"), "--store", str(tmp_path / "r.sqlite"), "--no-progress"]) == 2
+    assert "field 'membrane_bits'" in capsys.readouterr().err
 
 
 def test_training_compressed_from_the_start(tmp_path):
