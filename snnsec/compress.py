@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from spikingjelly.activation_based import base as sj_base
 from torch.nn.utils import parametrize
 
 from snnsec.train_settings import COMPRESS_METHODS
@@ -136,12 +137,9 @@ class MembraneQuantized:
         outputs, states = super().single_step_functional_forward(inputs, states, **kwargs)
         return outputs, (quantize_membrane(states[0], self.v_threshold, self.membrane_bits), *states[1:])
 
-    def multi_step_functional_forward(self, inputs, states, **kwargs):
-        steps = []
-        for t in range(inputs[0].shape[0]):
-            outputs, states = self.single_step_functional_forward(tuple(x[t] for x in inputs), states, **kwargs)
-            steps.append(outputs)
-        return tuple(torch.stack(seq) for seq in zip(*steps)), states
+    # spikingjelly's generic loop over single_step_functional_forward, in place of the neuron's
+    # fused multi-step kernel (which would never see the quantization)
+    multi_step_functional_forward = sj_base.MemoryModule.multi_step_functional_forward
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", membrane_bits={self.membrane_bits}"
