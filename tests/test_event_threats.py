@@ -149,5 +149,7 @@ def test_an_event_threats_cell_is_checked_before_any_work():
         event_threat_cell({"dataset": "ndigits", "model": "csnn", "threat": "flip"})
     with pytest.raises(ValueError, match="needs 'budget'"):
         event_threat_cell({"dataset": "ndigits", "model": "csnn", "threat": "events"})
+    with pytest.raises(ValueError, match="moved is a fraction of the sample's spikes"):
+        event_threat_cell({"dataset": "ndigits", "model": "csnn", "threat": "retime", "moved": 2})
     with pytest.raises(ValueError, match="unknown field"):
         event_threat_cell({"dataset": "ndigits", "model": "csnn", "threat": "events", "budgt": 0.1})

@@ -51,31 +51,56 @@ def event_threat_cell(cell: dict, *, progress: bool = True) -> dict:
 
 
 def _attack(cell: dict):
+    """The cell's threat as ``apply(model, ds, idx, x, y, spec) -> (adversarial frames, correct, event L0)``;
+    its budgets are checked here, before a model is trained or loaded."""
+    from functools import partial
+
+    from snnsec.attacks.adversarial.gradients import parse_gradient
+
     gradient = cell.get("gradient", "model")
+    parse_gradient(gradient)
     if cell["threat"] == "retime":
         from snnsec.attacks.adversarial.retiming import SpikeRetiming
 
         kw = {k: cell[k] for k in _RETIME_KEYS if k in cell}
         kw.setdefault("max_shift", None)
-        return lambda model: SpikeRetiming(model, gradient=gradient, **kw)
+        SpikeRetiming(None, gradient=gradient, **kw)  # the budgets' checks; the model comes later
+        return partial(_retime, kw={**kw, "gradient": gradient})
     from snnsec.attacks.adversarial.event_edits import EventEdits
 
     if "budget" not in cell:
         raise ValueError("event-threats cell: threat 'events' needs 'budget' (a fraction of each sample's events)")
     ops = cell.get("ops", ("add", "delete", "shift"))
     ops = tuple(o.strip() for o in ops.split(",")) if isinstance(ops, str) else tuple(ops)
-    edits = EventEdits(budget=float(cell["budget"]), ops=ops, rounds=int(cell.get("rounds", 5)), gradient=gradient)
-    return lambda model: edits
+    return partial(_edit_events, EventEdits(budget=float(cell["budget"]), ops=ops, rounds=int(cell.get("rounds", 5)),
+                                            gradient=gradient))
+
+
+def _retime(model, ds, idx, x, y, spec, *, kw):
+    """Spike retiming works on the binary frames; its L0 is moved spikes per spike."""
+    import torch
+
+    from snnsec.attacks.adversarial.retiming import SpikeRetiming
+    from snnsec.harness import predict
+
+    atk = SpikeRetiming(model, **kw)
+    xa = torch.cat([atk(x[i:i + 16], y[i:i + 16]) for i in range(0, len(idx), 16)])
+    l0 = ((xa != x).flatten(1).sum(1) / 2) / x.flatten(1).sum(1).clamp(min=1)
+    return xa, predict(model, xa, batch_size=32).argmax(1) == y, l0
+
+
+def _edit_events(edits, model, ds, idx, x, y, spec):
+    """Raw-event edits work on the streams, framed as the dataset frames them."""
+    res = edits(model, [ds.events(i) for i in idx], y, spec)
+    return res.frames, res.correct, res.edit_fraction.float()
 
 
 def run_event_threat(checkpoint, attack, *, data=None, root=None, n_samples: int = 100, seed: int = 0,
                      device: str = "cpu") -> dict:
-    """Attack ``n_samples`` test samples of ``checkpoint``'s dataset; ``attack(model)`` builds the attack."""
-    import torch
-
+    """Attack ``n_samples`` test samples of ``checkpoint``'s dataset with ``attack`` (what
+    :func:`_attack` makes of a cell)."""
     from snnsec import checkpoint as ckpt
     from snnsec import metrics as M
-    from snnsec.attacks.adversarial.event_edits import EventEdits
     from snnsec.harness import predict
     from snnsec.runs.adversarial import random_subset, subset_indices
 
@@ -84,17 +109,8 @@ def run_event_threat(checkpoint, attack, *, data=None, root=None, n_samples: int
     idx = subset_indices(len(ds), n_samples, seed)
     x, y = random_subset(ds, n_samples, seed)  # the samples of idx, in its order
     clean_correct = predict(model, x, batch_size=32).argmax(1) == y
-    atk = attack(model)
     t0 = time.perf_counter()
-    if isinstance(atk, EventEdits):
-        streams = [ds.events(i) for i in idx]
-        res = atk(model, streams, y, spec)
-        xa, adv_correct = res.frames, res.correct
-        l0 = res.edit_fraction.float()
-    else:
-        xa = torch.cat([atk(x[i:i + 16], y[i:i + 16]) for i in range(0, len(idx), 16)])
-        adv_correct = predict(model, xa, batch_size=32).argmax(1) == y
-        l0 = ((xa != x).flatten(1).sum(1) / 2) / x.flatten(1).sum(1).clamp(min=1)  # moves per spike
+    xa, adv_correct, l0 = attack(model, ds, idx, x, y, spec)
     seconds = time.perf_counter() - t0
     ssim = M.ssim_per_frame(x, xa).mean(-1).float()  # per sample, time-averaged
     robust = clean_correct & adv_correct
