@@ -4,8 +4,8 @@ compressed, and every number the leaderboard shows for it.
 A cell names the training (``dataset``, ``root``, ``model``, ``model_kwargs``, ``T``, ``epochs``,
 ``batch_size``, ``lr``, ``seed``; a registered model's default size unless ``model_kwargs`` say
 otherwise) and optionally ``compress`` (``"binary"``, ``"quantize:bits=4"``,
-``"prune:sparsity=0.9"``, ``"soft-prune:sparsity=0.9"``) with ``finetune_epochs``; then what is
-measured:
+``"prune:sparsity=0.9"``, ``"soft-prune:sparsity=0.9"``, any of them with ``membrane_bits=B``)
+with ``finetune_epochs``; then what is measured:
 
 - the clean model (trained once, cached as the adversarial bench's models are), compressed and
   fine-tuned when asked (cached too);
