@@ -35,15 +35,11 @@ import torch.nn as nn
 from spikingjelly.activation_based import layer, neuron, surrogate
 
 from snnsec.harness import SpikingClassifier
-from snnsec.models.spikingformer import TokenMean
+from snnsec.models.spikingformer import TokenMean, conv_bn
 
 
 def _lif() -> nn.Module:
     return neuron.LIFNode(tau=2.0, detach_reset=True, step_mode="m")
-
-
-def _conv_bn(c_in: int, c_out: int) -> nn.Module:
-    return layer.SeqToANNContainer(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
 
 
 class GlobalLocalConv(nn.Module):
@@ -87,11 +83,11 @@ class SaccadicAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"snn-vit: embed_dims {dim} must be divisible by num_heads {num_heads}")
         self.heads = num_heads
-        self.q, self.k, self.v = (nn.Sequential(_conv_bn(dim, dim), _lif()) for _ in range(3))
+        self.q, self.k, self.v = (nn.Sequential(conv_bn(dim, dim), _lif()) for _ in range(3))
         self.time_mix = nn.Parameter(torch.eye(T))
         self.threshold = nn.Parameter(torch.full((num_heads,), 1e-3))
         self.saccade = surrogate.Sigmoid()
-        self.proj = nn.Sequential(_conv_bn(dim, dim), _lif())
+        self.proj = nn.Sequential(conv_bn(dim, dim), _lif())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, B, C, H, W]
         T, B, C, H, W = x.shape
@@ -108,7 +104,7 @@ class SaccadicAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(_conv_bn(dim, hidden), _lif(), _conv_bn(hidden, dim), _lif())
+        self.net = nn.Sequential(conv_bn(dim, hidden), _lif(), conv_bn(hidden, dim), _lif())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

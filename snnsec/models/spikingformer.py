@@ -48,7 +48,8 @@ def _pool() -> nn.Module:
     return layer.SeqToANNContainer(nn.MaxPool2d(3, stride=2, padding=1))
 
 
-def _conv_bn(c_in: int, c_out: int, k: int = 1) -> nn.Module:
+def conv_bn(c_in: int, c_out: int, k: int = 1) -> nn.Module:
+    """``Conv (k x k, no bias) -> BN`` per time step (SNN-ViT uses it too)."""
     return layer.SeqToANNContainer(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out))
 
 
@@ -63,14 +64,14 @@ class Tokenizer(nn.Module):
             raise ValueError(f"spikingformer: pools must be 0..4, got {pools}")
         dims = [embed_dims // 8, embed_dims // 4, embed_dims // 2, embed_dims, embed_dims]
         pooled = [i >= 4 - pools for i in range(4)]  # stage i (0..3) downsamples
-        parts = [_conv_bn(in_channels, dims[0], 3)]
+        parts = [conv_bn(in_channels, dims[0], 3)]
         if cml and pooled[0]:
             parts.append(_pool())
         for i in range(4):
             parts.append(_lif(tau=tau))
             if pooled[i] and not cml:
                 parts.append(_pool())
-            parts.append(_conv_bn(dims[i], dims[i + 1], 3))
+            parts.append(conv_bn(dims[i], dims[i + 1], 3))
             if cml and i + 1 < 4 and pooled[i + 1]:
                 parts.append(_pool())
         self.stages = nn.Sequential(*parts)
@@ -89,9 +90,9 @@ class SpikingSelfAttention(nn.Module):
             raise ValueError(f"spikingformer: embed_dims {dim} must be divisible by num_heads {num_heads}")
         self.heads, self.scale = num_heads, 0.125
         self.input_lif = _lif(tau=tau)
-        self.q, self.k, self.v = (nn.Sequential(_conv_bn(dim, dim), _lif(tau=tau)) for _ in range(3))
+        self.q, self.k, self.v = (nn.Sequential(conv_bn(dim, dim), _lif(tau=tau)) for _ in range(3))
         self.attn_lif = _lif(v_threshold=0.5, tau=tau)
-        self.proj = _conv_bn(dim, dim)
+        self.proj = conv_bn(dim, dim)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:  # [T, B, C, H, W] -> [T, B, heads, N, C / heads]
         T, B, C, H, W = t.shape
@@ -109,7 +110,7 @@ class SpikingSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int, tau: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(_lif(tau=tau), _conv_bn(dim, hidden), _lif(tau=tau), _conv_bn(hidden, dim))
+        self.net = nn.Sequential(_lif(tau=tau), conv_bn(dim, hidden), _lif(tau=tau), conv_bn(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
