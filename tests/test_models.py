@@ -234,3 +234,16 @@ def test_cml_moves_each_pool_before_its_neuron_and_keeps_the_parameters(arch):
     # CML: BN -> pool -> LIF (the pool sees membrane inputs); original: LIF -> pool (it sees spikes)
     assert "bn pool lif" in stem(cml) and "lif pool" not in stem(cml)
     assert "lif pool" in stem(original) and "bn pool" not in stem(original)
+
+
+def test_lean_kernels_give_the_same_logits_and_restore_the_classes(built):
+    from snnsec.lean_kernels import lean_kernels
+
+    _, model, x = built
+    classes = [type(m) for m in model.modules()]
+    with torch.no_grad():
+        plain = model(x)
+        with lean_kernels(model):
+            assert torch.equal(model(x), plain)
+            check_stateless(model, x)
+    assert [type(m) for m in model.modules()] == classes

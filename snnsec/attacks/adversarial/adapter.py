@@ -24,7 +24,7 @@ import torchattacks
 
 from snnsec.attacks.catalog import ATTACKS, FAST_QUERIES, FAST_STEPS, FULL_QUERIES, attack_names
 from snnsec.attacks.adversarial.adaptive import restart_statistics
-from snnsec.attacks.adversarial.per_sample import keyed_draws
+from snnsec.attacks.adversarial.per_sample import keyed_draws, model_forward
 from snnsec.harness import AttackView, device_of, preserve_modes, torch_rng_restored
 
 __all__ = ["ATTACKS", "Attack", "Counter", "attack_names"]
@@ -51,7 +51,8 @@ class Counter(nn.Module):
                 "backward_samples": self.backward_samples}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
+        with model_forward():
+            out = self.model(x)
         self.forwards += 1
         self.forward_samples += int(x.shape[0])
         if out.requires_grad:

@@ -14,7 +14,9 @@ sample's result to its batch-mates, and this module removes both:
   :func:`keyed_draws` gives each sample its own generator, seeded by the evaluation's seed and the
   sample's key (its index in the evaluated set), for every draw shaped like the batch; draws not
   shaped like it (Square's window positions and signs, the same for every sample) keep coming
-  from the global generator, whose stream no longer depends on the batch size.
+  from the global generator, whose stream no longer depends on the batch size. The model's own
+  forward runs outside the keyed draws (:func:`model_forward`): they are the attack's starting
+  points, and a mode that sees every operation of a forward costs a Python call per operation.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from snnsec.harness import ModelessWrapper
 
-__all__ = ["FixedBatch", "keyed_draws"]
+__all__ = ["FixedBatch", "keyed_draws", "model_forward"]
 
 
 class FixedBatch(ModelessWrapper):
@@ -119,4 +121,17 @@ def keyed_draws(keys, seed: int, rank: int) -> Iterator[None]:
     (what torchattacks' random starts use); other random functions draw as usual.
     """
     with _KeyedDraws([int(k) for k in keys], seed, rank):
+        yield
+
+
+@contextlib.contextmanager
+def model_forward() -> Iterator[None]:
+    """Suspends the innermost :func:`keyed_draws` for the block (a model's forward inside an attack);
+    does nothing outside one."""
+    from torch.overrides import _get_current_function_mode, _pop_mode_temporarily
+
+    if isinstance(_get_current_function_mode(), _KeyedDraws):
+        with _pop_mode_temporarily():
+            yield
+    else:
         yield

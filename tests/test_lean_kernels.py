@@ -1,0 +1,79 @@
+"""The lean no-grad kernels compute what spikingjelly's and torch's own kernels compute."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+from snnsec.lean_kernels import LeanMaxPool, lean_kernels
+
+
+def _inputs(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * 1.5
+    x.view(-1)[::7] = 1.0  # inputs that put the membrane exactly at threshold and at reset
+    x.view(-1)[::11] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("decay_input", [True, False])
+@pytest.mark.parametrize("v_reset", [0.0, None, -0.25])
+@pytest.mark.parametrize("store_v_seq", [False, True])
+def test_lif_spikes_and_membranes_are_bitwise_the_reference(decay_input, v_reset, store_v_seq):
+    x = _inputs((6, 5, 4, 9, 9))
+    lif = neuron.LIFNode(tau=1.7, decay_input=decay_input, v_threshold=0.8, v_reset=v_reset,
+                         surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m", store_v_seq=store_v_seq)
+    net = nn.Sequential(lif)
+    with torch.no_grad():
+        ref = lif(x)
+        ref_v, ref_seq = lif.v.clone(), (lif.v_seq.clone() if store_v_seq else None)
+        functional.reset_net(net)
+        with lean_kernels(net) as swapped:
+            assert swapped == 1 and type(lif).__name__ == "LeanLIFNode"
+            out = lif(x)
+    assert type(lif) is neuron.LIFNode
+    assert out.dtype == ref.dtype and torch.equal(out, ref) and 0 < ref.mean() < 1
+    assert torch.equal(lif.v, ref_v)
+    if store_v_seq:
+        assert torch.equal(lif.v_seq, ref_seq)
+
+
+def test_a_forward_that_builds_a_graph_keeps_the_surrogate_gradient():
+    x = _inputs((4, 3, 8)).requires_grad_(True)
+    lif = neuron.LIFNode(surrogate_function=surrogate.ATan(), step_mode="m")
+    ref = torch.autograd.grad(lif(x).sum(), x)[0]
+    functional.reset_net(lif)
+    with lean_kernels(lif):
+        out = lif(x)
+        assert out.requires_grad
+        assert torch.equal(torch.autograd.grad(out.sum(), x)[0], ref) and ref.abs().sum() > 0
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_max_pool_equals_torch_on_spikes_and_real_values_odd_sizes_included(k):
+    pools = nn.Sequential(nn.MaxPool2d(k), layer.MaxPool2d(k, k, step_mode="m"))
+    for x in (_inputs((2, 3, 11, 13)), (_inputs((2, 3, 12, 12), seed=1) > 0.5).float()):
+        with torch.no_grad():
+            ref_plain = pools[0](x)
+            ref_seq = pools[1](x.unsqueeze(0).expand(4, -1, -1, -1, -1))
+            with lean_kernels(pools) as swapped:
+                assert swapped == 2 and all(isinstance(p, LeanMaxPool) for p in pools)
+                assert torch.equal(pools[0](x), ref_plain)
+                assert torch.equal(pools[1](x.unsqueeze(0).expand(4, -1, -1, -1, -1)), ref_seq)
+    assert type(pools[0]) is nn.MaxPool2d and type(pools[1]) is layer.MaxPool2d
+
+
+def test_modules_the_lean_kernels_do_not_cover_keep_their_own():
+    from snnsec.compress import quantize_membranes
+
+    net = nn.Sequential(nn.MaxPool2d(3, stride=2), nn.MaxPool2d(2, padding=1),
+                        neuron.LIFNode(surrogate_function=surrogate.ATan(spiking=False), step_mode="m"),
+                        neuron.ParametricLIFNode(step_mode="m"), neuron.IFNode(step_mode="m"),
+                        nn.Sequential(neuron.LIFNode(step_mode="m")))
+    quantize_membranes(net[5], 4)
+    with lean_kernels(net) as swapped:
+        assert swapped == 0
+    with lean_kernels(nn.Sequential(neuron.LIFNode(step_mode="m")), enabled=False) as swapped:
+        assert swapped == 0
