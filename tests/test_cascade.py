@@ -117,3 +117,40 @@ def test_a_rate_coded_model_evaluates_through_eot_in_chunks(trained):
     cfg = EvalConfig(attacks=("pgd",), eps=("8/255",), fast=True, eot=2, checks=False)
     a, b = (evaluate(m, img, trained[2][:8], cfg, progress=False) for _ in range(2))
     assert torch.equal(a.robust_mask(cfg.eps[0]), b.robust_mask(cfg.eps[0]))
+
+
+def test_estimator_order_makes_each_estimators_gain_exact(trained):
+    model, x, y = trained
+    cfg = EvalConfig(attacks=("square", "apgd", "pgd"), gradients=("model", "atan"), order="estimator")
+    assert cascade_order(cfg) == [("pgd", "model"), ("apgd", "model"), ("pgd", "atan"), ("apgd", "atan"),
+                                  ("square", "model")]
+    assert leading_attacks(cascade_order(cfg)) == [("pgd", "model"), ("pgd", "atan")]
+    with pytest.raises(ValueError, match="order"):
+        EvalConfig(order="random")
+    kw = dict(attacks=("pgd", "apgd"), eps=("64/255",), fast=True, checks=False)
+    both = evaluate(model, x, y, EvalConfig(gradients=("model", "atan:4"), order="estimator", **kw), progress=False)
+    alone = evaluate(model, x, y, EvalConfig(gradients=("model",), **kw), progress=False)
+    e = both.config.eps[0]
+    steps = both.cumulative(e)
+    assert [(s["attack"], s["gradient"]) for s in steps] == [("pgd", "model"), ("apgd", "model"), ("pgd", "atan:4"),
+                                                             ("apgd", "atan:4")]
+    # the prefix through the model's own estimator is the evaluation that used it alone
+    assert steps[1]["robust_accuracy"] == alone.robust_accuracy[e]
+    assert steps[-1]["robust_accuracy"] == both.robust_accuracy[e]
+    assert [s["robust_accuracy"] for s in steps] == sorted((s["robust_accuracy"] for s in steps), reverse=True)
+
+
+def test_lean_kernels_leave_every_per_sample_result_unchanged(trained):
+    from snnsec.lean_kernels import lean_kernels
+
+    model, x, y = trained
+    with lean_kernels(model) as swapped:
+        assert swapped > 0
+    kw = dict(attacks=("pgd", "square"), eps=("8/255", "64/255"), fast=True, queries=60)
+    ref = evaluate(model, x, y, EvalConfig(lean_kernels=False, **kw), progress=False)
+    lean = evaluate(model, x, y, EvalConfig(**kw), progress=False)
+    for e in ref.config.eps:
+        assert torch.equal(ref.robust_mask(e), lean.robust_mask(e)), e
+    assert [(r["check"], r["passed"], r["value"]) for r in ref.check_rows] == \
+           [(r["check"], r["passed"], r["value"]) for r in lean.check_rows]
+    assert [r.counts for r in ref.runs] == [r.counts for r in lean.runs]

@@ -31,6 +31,10 @@ def register(sub) -> None:
                    help="comma-separated attack-time gradient estimators for white-box attacks, per-sample worst case "
                    f"({', '.join(gradient_names())}; surrogates take ':alpha', triangle/rect ':width'), or 'sweep' "
                    "for the default sweep; default: the model's own")
+    p.add_argument("--order", default="attack", choices=["attack", "estimator"],
+                   help="cascade order of white-box attacks: each attack through every estimator first (default), "
+                   "or every attack through one estimator first (metrics.json's robust_accuracy_cumulative then "
+                   "gives each estimator's gain over those before it)")
     p.add_argument("--n-samples", type=int, default=200, help="random test subset size (default 200; seeded)")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -59,7 +63,8 @@ def config_from_args(args: argparse.Namespace):
     try:
         return EvalConfig(attacks=args.attacks, eps=tuple(e.strip() for e in args.eps.split(",") if e.strip()),
                           gradients=grads, fast=args.fast, seed=args.seed, eot=args.eot, batch_size=args.batch_size,
-                          flip_budget=args.flip_budget, flip_step=args.flip_step, queries=args.queries)
+                          flip_budget=args.flip_budget, flip_step=args.flip_step, queries=args.queries,
+                          order=args.order)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 

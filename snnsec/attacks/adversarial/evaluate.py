@@ -39,6 +39,7 @@ from snnsec.attacks.adversarial.eot import EOT
 from snnsec.attacks.adversarial.gradients import gradient_mode, parse_gradient
 from snnsec.attacks.adversarial.per_sample import FixedBatch
 from snnsec.harness import device_of, preserve_modes
+from snnsec.lean_kernels import lean_kernels
 
 __all__ = ["ALIASES", "AdversarialEvaluation", "EvalConfig", "evaluate", "expand_attacks", "format_eps", "parse_eps"]
 
@@ -92,7 +93,11 @@ class EvalConfig:
     ``flip_budget``/``flip_step``: spike-flip L0 budget and flips per iteration. ``queries``:
     Square's query budget when not the original 5,000, ``steps`` per-attack iterations when not
     the defaults (PGD 20, APGD/APGD-T/FAB/AutoAttack 100); reports must then say so.
-    ``cascade``: attack only the samples still robust (module docstring). ``chunk``: the fixed
+    ``cascade``: attack only the samples still robust (module docstring). ``order``: ``"attack"``
+    runs each white-box attack through every estimator before the next attack; ``"estimator"``
+    runs every white-box attack through one estimator before the next estimator, so that the
+    worst case after an estimator's block (:meth:`AdversarialEvaluation.cumulative`) is what the
+    estimators so far find, and each estimator's gain over the ones before it is exact. ``chunk``: the fixed
     batch every forward runs in (per-sample numerics; padded): evaluations with the same chunk
     are comparable sample by sample.
     """
@@ -115,9 +120,13 @@ class EvalConfig:
     steps: dict[str, int] | None = None  # per-attack iterations, e.g. {"autoattack": 25}; None: full strength
     binary_frames: bool | None = None  # None: detect from the clean inputs
     cascade: bool = True
+    order: str = "attack"
     # 8 samples: the per-sample cost of a csnn forward and backward on the 2-core test machine is
     # lowest between 4 and 16 (in-cache); a larger chunk wastes more padding on a cascade's tail
     chunk: int = 8
+    # no-grad forwards (Square's queries, re-judging, clean predictions) through the lean LIF and
+    # max-pool kernels, equal values (snnsec.lean_kernels); False: spikingjelly's and torch's own
+    lean_kernels: bool = True
 
     def __post_init__(self) -> None:
         self.attacks = expand_attacks(self.attacks)
@@ -137,6 +146,8 @@ class EvalConfig:
             raise ValueError(f"eot must be >= 1, got {self.eot}")
         if int(self.chunk) < 1:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        if self.order not in ("attack", "estimator"):
+            raise ValueError(f"order: expected 'attack' or 'estimator', got {self.order!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -220,6 +231,17 @@ class AdversarialEvaluation:
                     out.setdefault(key, {})[e] = float((self.clean_correct & _correct_at(r, e)).float().mean())
         return out
 
+    def cumulative(self, eps: float) -> list[dict]:
+        """The worst case after each run at ``eps``, in the order they ran: with a cascade the
+        samples a run skipped were broken already, so each prefix is exactly the worst case over
+        its runs (with ``order="estimator"``, each estimator's gain over those before it)."""
+        m, out = self.clean_correct.clone(), []
+        for r in self.runs:
+            if self._counts_at(r, eps):
+                m &= _correct_at(r, eps)
+                out.append({"attack": r.attack, "gradient": r.gradient, "robust_accuracy": float(m.float().mean())})
+        return out
+
     def success_rate(self, eps: float, attack: str | None = None) -> float:
         """Fraction of initially correct samples that the attack(s) misclassify at eps."""
         cc = self.clean_correct
@@ -278,6 +300,7 @@ class AdversarialEvaluation:
             "robust_accuracy_per_attack": {a: {format_eps(e): v for e, v in c.items()} for a, c in self.per_attack().items()},
             "robust_accuracy_per_attack_gradient": {a: {format_eps(e): v for e, v in c.items()}
                                                     for a, c in self.per_attack_gradient().items()},
+            "robust_accuracy_cumulative": {format_eps(e): self.cumulative(e) for e in self.config.eps},
             "attack_success_rate": {format_eps(e): self.success_rate(e) for e in self.robust_accuracy},
             "attack_success_rate_per_attack": {a: {format_eps(e): self.success_rate(e, a) for e in self.config.eps}
                                                for a in self.attacks()},
@@ -326,7 +349,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: EvalCon
         raise ValueError(f"evaluate: {x.shape[0]} inputs for {y.shape[0]} labels")
     t_start = time.perf_counter()
     y = y.long()
-    with preserve_modes(model):
+    with preserve_modes(model), lean_kernels(model, cfg.lean_kernels):
         model.eval()
         attacked = FixedBatch(EOT(model, cfg.eot, seed=cfg.seed) if cfg.eot > 1 else model, cfg.chunk)
         judge = FixedBatch(EOT(model, cfg.eot, seed=cfg.seed + 1_000_003), cfg.chunk) if cfg.eot > 1 else attacked
@@ -374,10 +397,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: EvalCon
 def cascade_order(cfg: EvalConfig) -> list[tuple[str, str]]:
     """``(attack, gradient estimator)`` pairs in the order the evaluation runs them: white-box
     before black-box (the Square-vs-white-box check needs every white-box result first), each
-    group by cost; an attack through every estimator before the next attack."""
+    group by cost; an attack through every estimator before the next attack, or (``order =
+    "estimator"``) every white-box attack through an estimator before the next estimator."""
     gradients = cfg.gradients or ("model",)
     names = sorted((a for a in cfg.attacks if a in ATTACKS), key=lambda a: (not ATTACKS[a].white_box, ATTACKS[a].cost))
-    return [(a, g) for a in names for g in (gradients if ATTACKS[a].white_box else ("model",))]
+    white = [a for a in names if ATTACKS[a].white_box]
+    black = [(a, "model") for a in names if not ATTACKS[a].white_box]
+    if cfg.order == "estimator":
+        return [(a, g) for g in gradients for a in white] + black
+    return [(a, g) for a in white for g in gradients] + black
 
 
 def leading_attacks(todo: list[tuple[str, str]]) -> list[tuple[str, str]]:
