@@ -19,7 +19,8 @@ Only forwards that build no graph take these paths (grad disabled, or nothing re
 an attack's forward and backward keep spikingjelly's and torch's kernels, its surrogate included.
 :func:`lean_kernels` swaps the classes of eligible modules for the block and restores them:
 exactly ``LIFNode`` in multi-step mode with a spiking surrogate of spikingjelly (Heaviside
-forward) and no reduced-precision storage, and ``nn.MaxPool2d`` (spikingjelly's included) with
+forward; checked at every call, so an attack's estimator swapped in later is never bypassed) and no
+reduced-precision storage, and ``nn.MaxPool2d`` (spikingjelly's included) with
 kernel = stride, no padding, dilation 1, no ``ceil_mode``, no indices. Subclasses (a membrane-
 quantized LIF, a parametric LIF) and every other neuron keep their own kernels.
 ``tests/test_lean_kernels.py`` holds the equalities.
@@ -79,7 +80,9 @@ class LeanLIF:
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         states = self.materialize_states((x_seq, *args), tuple(self._memories.values()), "m")
         v = states[0]
-        if (args or kwargs or _needs_graph(x_seq, v) or not isinstance(v, torch.Tensor)
+        # the surrogate is checked per call: an estimator swapped in later (ASSG's statistics,
+        # HART's recorder) sees every forward through spikingjelly's own loop
+        if (args or kwargs or not _heaviside_surrogate(self) or _needs_graph(x_seq, v) or not isinstance(v, torch.Tensor)
                 or v.dtype != x_seq.dtype or v.shape != x_seq.shape[1:] or not x_seq.dtype.is_floating_point):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         spikes, v, v_seq = lif_steps(x_seq, v, self.tau, self.decay_input, self.v_threshold, self.v_reset,
@@ -112,15 +115,19 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _heaviside_surrogate(m: nn.Module) -> bool:
+    from spikingjelly.activation_based import surrogate
+
+    sf = getattr(m, "surrogate_function", None)
+    return isinstance(sf, surrogate.SurrogateFunctionBase) and sf.spiking
+
+
 def _lean_lif_class(m: nn.Module) -> type | None:
-    from spikingjelly.activation_based import neuron, surrogate
+    from spikingjelly.activation_based import neuron
 
     if type(m) is not neuron.LIFNode or getattr(m, "_neuron_precision", None) is not None:
         return None
-    sf = m.surrogate_function
-    if not (isinstance(sf, surrogate.SurrogateFunctionBase) and sf.spiking):
-        return None
-    return _subclass(LeanLIF, type(m))
+    return _subclass(LeanLIF, type(m)) if _heaviside_surrogate(m) else None
 
 
 def _lean_pool_class(m: nn.Module) -> type | None:

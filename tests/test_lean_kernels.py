@@ -77,3 +77,24 @@ def test_modules_the_lean_kernels_do_not_cover_keep_their_own():
         assert swapped == 0
     with lean_kernels(nn.Sequential(neuron.LIFNode(step_mode="m")), enabled=False) as swapped:
         assert swapped == 0
+
+
+def test_a_surrogate_swapped_in_inside_the_block_sees_every_step():
+    from snnsec.harness import override_surrogate
+
+    calls = []
+
+    class Counting(nn.Module):
+        spiking = True
+
+        def forward(self, x):
+            calls.append(x.shape)
+            return (x >= 0).to(x)
+
+    lif = neuron.LIFNode(surrogate_function=surrogate.ATan(), step_mode="m")
+    net = nn.Sequential(lif)
+    x = _inputs((5, 2, 6))
+    with torch.no_grad(), lean_kernels(net) as swapped, override_surrogate(net, Counting):
+        assert swapped == 1
+        net(x)
+    assert len(calls) == 5
