@@ -236,14 +236,23 @@ def test_cml_moves_each_pool_before_its_neuron_and_keeps_the_parameters(arch):
     assert "lif pool" in stem(original) and "bn pool" not in stem(original)
 
 
-def test_lean_kernels_give_the_same_logits_and_restore_the_classes(built):
+def test_lean_kernels_give_the_same_logits_and_input_gradients_and_restore_the_classes(built):
     from snnsec.lean_kernels import lean_kernels
 
     _, model, x = built
     classes = [type(m) for m in model.modules()]
+    y = torch.arange(x.shape[0]) % K
+
+    def input_gradient():
+        xr = x.clone().requires_grad_(True)
+        return torch.autograd.grad(F.cross_entropy(model(xr), y), xr)[0]
+
     with torch.no_grad():
         plain = model(x)
-        with lean_kernels(model):
+    plain_grad = input_gradient()
+    with lean_kernels(model):
+        with torch.no_grad():
             assert torch.equal(model(x), plain)
-            check_stateless(model, x)
+        check_stateless(model, x)
+        assert torch.equal(input_gradient(), plain_grad)
     assert [type(m) for m in model.modules()] == classes
