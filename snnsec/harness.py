@@ -787,8 +787,10 @@ def predict(model: nn.Module, frames: torch.Tensor, *, batch_size: int = 256) ->
     Each batch is a fresh forward: the model resets its state (:class:`SpikingClassifier`)."""
     if len(frames) == 0:
         raise ValueError("predict: no frames given")
+    from snnsec.lean_kernels import lean_kernels
+
     device = device_of(model)
-    with preserve_modes(model):
+    with preserve_modes(model), lean_kernels(model):
         model.eval()
         return torch.cat([model(frames[i:i + int(batch_size)].to(device).float()).cpu()
                           for i in range(0, len(frames), int(batch_size))])

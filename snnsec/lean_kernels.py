@@ -1,4 +1,4 @@
-"""Leaner CPU kernels for the two layers that dominate a spiking CNN's forward, same values.
+"""Leaner CPU kernels (CUDA tensors keep spikingjelly's and torch's) for the two layers that dominate a spiking CNN's forward, same values.
 
 Profiled on a csnn (N-MNIST, T = 8, chunks of 8, one core), two layers take most of a forward:
 
@@ -134,7 +134,8 @@ class LeanLIF:
         # a subclass's own step (quantized membranes) must see every forward
         own_steps = (type(self).single_step_functional_forward is neuron.LIFNode.single_step_functional_forward
                      and type(self).multi_step_functional_forward is neuron.LIFNode.multi_step_functional_forward)
-        if (args or kwargs or not own_steps or not _heaviside_surrogate(self) or not isinstance(v, torch.Tensor)
+        if (args or kwargs or x_seq.device.type != "cpu" or not own_steps or not _heaviside_surrogate(self)
+                or not isinstance(v, torch.Tensor)
                 or v.dtype != x_seq.dtype or v.shape != x_seq.shape[1:] or not x_seq.dtype.is_floating_point):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         if not _needs_graph(x_seq, v):
@@ -172,7 +173,7 @@ class LeanMaxPool(nn.MaxPool2d):
     masks measured 1.7x slower than torch's backward with its saved indices."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _needs_graph(x) or x.dim() not in (3, 4):
+        if _needs_graph(x) or x.dim() not in (3, 4) or x.device.type != "cpu":
             return super().forward(x)
         kh, kw = _pair(self.kernel_size)
         return _strided_max(x, kh, kw)

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnsec.harness import device_of, predict, preserve_modes, torch_rng_restored  # noqa: F401  (predict: snnsec.train.predict is public)
+from snnsec.lean_kernels import lean_kernels
 from snnsec.train_settings import LOSSES, SCHEDULES, TRAIN_AUGMENT
 
 
@@ -268,7 +269,7 @@ def train(model: nn.Module, train_ds, test_ds, config: TrainConfig, *, progress:
     Shuffling, augmentation and dropout draw from the global generators seeded with
     ``config.seed`` (:func:`seeded`); the caller's generator states are restored afterwards.
     """
-    with seeded(config.seed):
+    with seeded(config.seed), lean_kernels(model):
         return _train(model, train_ds, test_ds, config, progress=progress, loss_fn=loss_fn, batch_transform=batch_transform)
 
 

@@ -225,3 +225,19 @@ def test_cli_train_hardened_recipe_is_recorded(quadrants_data, tmp_path):
     assert recipe_from_meta(meta["recipe"]).loss == "tcl"
     rows = results.load(store, metric="clean_accuracy", parse_json=True)
     assert rows.iloc[0]["defense"] == "hardening:tcl" and rows.iloc[0]["defense_params"]["loss"] == "tcl"
+
+
+def test_training_through_the_lean_kernels_gives_the_same_weights(monkeypatch):
+    import contextlib
+
+    import snnsec.train as train_module
+
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-2, seed=3)
+    lean = _model()
+    h_lean = train(lean, Quadrants(64, 0), Quadrants(32, 1), cfg, progress=False)
+    monkeypatch.setattr(train_module, "lean_kernels", lambda model: contextlib.nullcontext(0))
+    plain = _model()
+    h_plain = train(plain, Quadrants(64, 0), Quadrants(32, 1), cfg, progress=False)
+    assert h_lean["loss"] == h_plain["loss"] and h_lean["test_accuracy"] == h_plain["test_accuracy"]
+    for (name, a), (_, b) in zip(lean.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -34,6 +34,7 @@ import torch
 
 from snnsec._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from snnsec.defenses import base as defenses
+from snnsec.lean_kernels import lean_kernels
 
 DEFAULT_METHODS = ("nc", "margin")
 # The verdict (issue 13). When the membrane-margin test ran it decides, with Neural Cleanse as a
@@ -171,11 +172,12 @@ def audit(checkpoint, *, out=None, data: str | None = None, root=None, n_clean: 
     elif needs_data:
         x, _, source = clean_samples(meta, n_clean, data=data, root=root, seed=seed)
     detections, seconds, used = {}, {}, {}
-    for m, det in dets.items():
-        used[m] = {k: v for k, v in det.params().items() if k != "progress"}
-        t0 = time.perf_counter()
-        detections[m] = det(model, x)
-        seconds[m] = time.perf_counter() - t0
+    with lean_kernels(model):
+        for m, det in dets.items():
+            used[m] = {k: v for k, v in det.params().items() if k != "progress"}
+            t0 = time.perf_counter()
+            detections[m] = det(model, x)
+            seconds[m] = time.perf_counter() - t0
     backdoored, target, why = judge(detections)
     info = {"checkpoint": str(checkpoint), "arch": meta.get("arch"), "methods": methods, "seed": seed,
             "clean_samples": 0 if x is None else len(x), "data": source, "seconds": time.perf_counter() - t_start,
