@@ -2,4 +2,6 @@ import sys
 
 from snnsec.cli import main
 
-sys.exit(main())
+# the guard keeps a spawned worker (the demo's) from running the CLI again when it imports this module
+if __name__ == "__main__":
+    sys.exit(main())
