@@ -85,21 +85,27 @@ class _LIFGraph(torch.autograd.Function):
     autograd applies to the reference's graph, in the same order, so input gradients are bitwise
     the reference's: ``g_h = g_s * sg(h - theta) + g_v' * (1 - s)`` (soft reset: ``+ g_v'``),
     ``g_x = g_h / tau`` and ``g_v = g_h + (-(g_h / tau))`` with ``decay_input``, else ``g_x = g_h``
-    and ``g_v = g_h + ((-g_h) / tau)``."""
+    and ``g_v = g_h + ((-g_h) / tau)``. A backward that itself builds a graph (``create_graph``,
+    e.g. the dynamic trigger's look-ahead step) differentiates spikingjelly's own LIF instead,
+    as spikingjelly's operator does."""
 
     @staticmethod
-    def forward(ctx, x_seq, v, tau, decay_input, v_threshold, v_reset, surrogate_id, alpha):
+    def forward(ctx, x_seq, v, tau, decay_input, v_threshold, v_reset, surrogate, surrogate_id, alpha):
         spikes, v_last, _, h_seq = lif_steps(x_seq, v, tau, decay_input, v_threshold, v_reset, store_h=True)
-        ctx.save_for_backward(h_seq, spikes)
+        ctx.save_for_backward(x_seq, v, h_seq, spikes)
         ctx.params = (tau, decay_input, v_threshold, v_reset, surrogate_id, alpha)
+        ctx.surrogate = surrogate
         return spikes, v_last
 
     @staticmethod
     def backward(ctx, g_spikes, g_v):
         from spikingjelly._ops.surrogate import _surrogate_gradient
 
-        h_seq, spikes = ctx.saved_tensors
+        x_seq, v0, h_seq, spikes = ctx.saved_tensors
         tau, decay_input, v_threshold, v_reset, surrogate_id, alpha = ctx.params
+        if torch.is_grad_enabled():
+            return (_reference_input_gradient(x_seq, v0, ctx.params, ctx.surrogate, g_spikes, g_v),
+                    None, None, None, None, None, None, None, None)
         g_x = torch.empty_like(h_seq)
         keep = None if v_reset is None else torch.rsub(spikes, 1.0)  # 1 - s, all steps at once
         carry = None if g_v is None else g_v.clone()
@@ -119,7 +125,20 @@ class _LIFGraph(torch.autograd.Function):
             else:  # g_x = g_h; g_v = g_h + ((-g_h) / tau)
                 g_x[t] = g_h
                 carry = g_h.add_(torch.neg(g_h).div_(tau))
-        return g_x, None, None, None, None, None, None, None
+        return g_x, None, None, None, None, None, None, None, None
+
+
+def _reference_input_gradient(x_seq, v0, params, surrogate, g_spikes, g_v):
+    """d(spikes, v) / d(x_seq) through spikingjelly's own multi-step LIF, as a graph."""
+    from spikingjelly.activation_based import functional
+
+    tau, decay_input, v_threshold, v_reset, _, _ = params
+    spikes, v_last, _ = functional.lif_multi_step(x_seq, v0, tau, decay_input, v_threshold, v_reset, surrogate,
+                                                  True, False)
+    pairs = [(o, g) for o, g in ((spikes, g_spikes), (v_last, g_v)) if g is not None]
+    (g_x,) = torch.autograd.grad([o for o, _ in pairs], x_seq, [g for _, g in pairs], create_graph=True,
+                                 allow_unused=True)
+    return torch.zeros_like(x_seq) if g_x is None else g_x
 
 
 class LeanLIF:
@@ -150,7 +169,8 @@ class LeanLIF:
         if (spec is None or not self.detach_reset or self.store_v_seq or v.requires_grad
                 or x_seq.dtype != torch.float32):
             return super().multi_step_forward(x_seq, *args, **kwargs)
-        spikes, v = _LIFGraph.apply(x_seq, v, self.tau, self.decay_input, self.v_threshold, self.v_reset, *spec)
+        spikes, v = _LIFGraph.apply(x_seq, v, self.tau, self.decay_input, self.v_threshold, self.v_reset,
+                                    self.surrogate_function, *spec)
         self._memories["v"] = v
         self.v_seq = None
         return spikes

@@ -143,3 +143,22 @@ def test_max_pool_gradient_goes_where_torchs_does(k):
         with lean_kernels(pool):
             lean = grad()
         assert torch.equal(lean[0], ref[0]) and torch.equal(lean[1], ref[1])
+
+
+def test_second_order_gradients_through_the_lif_are_the_reference():
+    # the dynamic trigger differentiates a gradient (create_graph): through spikingjelly's own graph
+    g = torch.Generator().manual_seed(4)
+    base, w = torch.randn(5, 3, 7, generator=g), torch.randn(3, 7, generator=g)
+    lif = neuron.LIFNode(surrogate_function=surrogate.Sigmoid(), detach_reset=True, step_mode="m")
+
+    def second_order():
+        functional.reset_net(lif)
+        scale = torch.full((7,), 1.3, requires_grad=True)
+        x = base * scale
+        (gx,) = torch.autograd.grad((lif(x) * w).sum(), x, create_graph=True)
+        return torch.autograd.grad((gx * base).sum(), scale)[0]
+
+    ref = second_order()
+    with lean_kernels(lif):
+        assert torch.equal(second_order(), ref)
+    assert ref.abs().sum() > 0
