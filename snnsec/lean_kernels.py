@@ -143,7 +143,8 @@ def _reference_input_gradient(x_seq, v0, params, surrogate, g_spikes, g_v):
 
 class LeanLIF:
     """Mixin over spikingjelly's ``LIFNode``: :func:`lif_steps` for forwards that build no graph,
-    :class:`_LIFGraph` for those that do (``detach_reset``, a built-in surrogate, float32)."""
+    :class:`_LIFGraph` for those that do (``detach_reset``, a built-in surrogate, float32; else
+    spikingjelly's own)."""
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         from spikingjelly._ops.surrogate import _surrogate_spec
@@ -243,7 +244,8 @@ def _subclass(first: type, second: type) -> type:
 @contextlib.contextmanager
 def lean_kernels(model: nn.Module, enabled: bool = True) -> Iterator[int]:
     """Within the block, eligible LIF neurons and max pools of ``model`` (module docstring) take
-    the lean kernels in forwards that build no graph; yields how many modules were swapped."""
+    the lean kernels; yields how many modules were swapped. A copy made inside the block keeps
+    the lean classes (same numbers); blocks nest (an already lean module is left as it is)."""
     from snnsec.harness import invalidate_reset_cache
 
     swapped: list[tuple[nn.Module, type]] = []
