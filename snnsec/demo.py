@@ -53,35 +53,30 @@ def _cached(path: Path) -> bool:
     return (path / "model.json").is_file() and (path / "model.safetensors").is_file()
 
 
-MODELS = ("clean", "backdoored")
-
-
-def ensure_model(name: str, cfg: DemoConfig, *, progress: bool = True, log=print, device: str = "cpu") -> Path:
-    """The ``clean`` or ``backdoored`` demo model: the cached checkpoint, else trained and cached."""
+def ensure_models(cfg: DemoConfig, *, progress: bool = True, log=print, device: str = "cpu") -> dict[str, Path]:
     from snnsec import checkpoint
     from snnsec.attacks.backdoor.run import BackdoorConfig, run_backdoor
     from snnsec.train import TrainConfig, run_training
 
-    path = cache_dir() / cfg.key() / name
-    if _cached(path):
-        log(f"reusing the {name} model cached in {path}")
-    elif name == "clean":
+    root = cache_dir() / cfg.key()
+    paths = {"clean": root / "clean", "backdoored": root / "backdoored"}
+    if _cached(paths["clean"]):
+        log(f"reusing the clean model cached in {paths['clean']}")
+    else:
         log("training the clean csnn on ndigits ...")
-        run_training(data="ndigits", model="csnn", config=TrainConfig(epochs=cfg.epochs, seed=cfg.seed), out=path,
+        run_training(data="ndigits", model="csnn", config=TrainConfig(epochs=cfg.epochs, seed=cfg.seed), out=paths["clean"],
                      T=cfg.T, progress=progress, device=device)
+    if _cached(paths["backdoored"]):
+        log(f"reusing the backdoored model cached in {paths['backdoored']}")
     else:
         log(f"training the backdoored csnn ({cfg.trigger} trigger -> class {cfg.target}, {cfg.rate:.0%} poisoned) ...")
         bcfg = BackdoorConfig(dataset="ndigits", T=cfg.T, model="csnn", trigger=cfg.trigger, rate=cfg.rate, target=cfg.target,
                               epochs=cfg.epochs, seed=cfg.seed)
         res = run_backdoor(bcfg, progress=progress, device=device)
-        checkpoint.save(path, res.model, arch="csnn", arch_kwargs={}, spec=res.spec,
+        checkpoint.save(paths["backdoored"], res.model, arch="csnn", arch_kwargs={}, spec=res.spec,
                         recipe={"train": {"epochs": cfg.epochs, "seed": cfg.seed}}, attack=res.attack_spec(),
                         metrics=res.metrics, seed=cfg.seed)
-    return path
-
-
-def ensure_models(cfg: DemoConfig, *, progress: bool = True, log=print, device: str = "cpu") -> dict[str, Path]:
-    return {name: ensure_model(name, cfg, progress=progress, log=log, device=device) for name in MODELS}
+    return paths
 
 
 def adversarial(model_path: Path, out: Path, cfg: DemoConfig, *, progress: bool, log=print,
@@ -102,101 +97,46 @@ def adversarial(model_path: Path, out: Path, cfg: DemoConfig, *, progress: bool,
                            title="clean csnn on ndigits: accuracy under attack")
 
 
-def _examine(name: str, path: Path, out: Path, cfg: DemoConfig, *, progress: bool, log, device: str) -> dict:
-    """Audit one demo model (and evaluate the clean one under attack): a summary dict."""
+def run_demo(out="reports/demo", cfg: DemoConfig | None = None, *, progress: bool = True, log=print,
+             device: str = "cpu") -> Path:
     from snnsec.audit import audit
 
-    log(f"auditing the {name} model ...")
-    params = {"nc": {"epochs": cfg.nc_epochs}, "margin": {"steps": cfg.margin_steps}}
-    r = audit(path, out=out / f"audit-{name}", n_clean=cfg.clean_samples, method_params=params, seed=cfg.seed,
-              progress=progress, device=device)
-    log(f"  {name}: {'BACKDOOR, target ' + str(r.target) if r.backdoored else 'no backdoor found'} "
-        f"({r.info['seconds']:.0f} s)")
-    adv = None
-    if name == "clean":
-        try:
-            log(f"adversarial evaluation of the clean model ({', '.join(cfg.adversarial_attacks)}) ...")
-            adv = adversarial(path, out / "adversarial", cfg, progress=progress, log=log, device=device)
-        except ImportError as exc:
-            log(f"skipping the adversarial evaluation: {exc}")
-    return {"path": str(path), "audit": {"backdoored": r.backdoored, "target": r.target, "seconds": r.info["seconds"]},
-            "adversarial": adv}
-
-
-def _model_and_examine(name: str, out: Path, cfg: DemoConfig, device: str, threads: int) -> dict:
-    """One demo model start to end, in a worker process with ``threads`` threads."""
-    from snnsec import threads as thread_budget
-
-    thread_budget.apply(threads)
-
-    def log(msg: str) -> None:
-        print(f"[{name}] {msg}", flush=True)
-
-    t0 = time.perf_counter()
-    path = ensure_model(name, cfg, progress=False, log=log, device=device)
-    t_model = time.perf_counter() - t0
-    return {**_examine(name, path, out, cfg, progress=False, log=log, device=device), "seconds_model": t_model}
-
-
-def demo_workers(device: str = "cpu") -> int:
-    """2 (the clean and the backdoored model side by side, each in its own process with half the
-    threads) when the command's thread budget has 2 or more threads on the CPU; else 1. Two
-    one-thread processes use 2 cores better than one process with 2 threads on models this small."""
-    import torch
-
-    return 2 if str(device) == "cpu" and torch.get_num_threads() >= 2 else 1
-
-
-def run_demo(out="reports/demo", cfg: DemoConfig | None = None, *, progress: bool = True, log=print,
-             device: str = "cpu", workers: int | None = None) -> Path:
-    """Train (or reuse) both demo models, audit them, evaluate the clean one under attack, and
-    write the report folder. ``workers``: 1 (one model after the other) or 2 (side by side, see
-    :func:`demo_workers`, the default)."""
     cfg = cfg or DemoConfig()
     out = Path(out)
     t0 = time.perf_counter()
-    workers = demo_workers(device) if workers is None else int(workers)
-    if workers >= 2:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        import torch
-
-        from snnsec.data.ndigits import load_ndigits
-
-        share = max(1, torch.get_num_threads() // 2)
-        load_ndigits(progress=progress)  # generated (first run) and cached once, not by both workers at once
-        log(f"the clean and the backdoored model side by side, {share} thread(s) each ...")
-        # spawn, not fork: a forked child inherits torch's initialised thread pools
-        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {name: pool.submit(_model_and_examine, name, out, cfg, device, share) for name in MODELS}
-            results = {name: f.result() for name, f in futures.items()}
-    else:
-        results = {}
-        for name in MODELS:
-            t_model = time.perf_counter()
-            path = ensure_model(name, cfg, progress=progress, log=log, device=device)
-            t_model = time.perf_counter() - t_model
-            results[name] = {**_examine(name, path, out, cfg, progress=progress, log=log, device=device),
-                             "seconds_model": t_model}
+    paths = ensure_models(cfg, progress=progress, log=log, device=device)
+    t_models = time.perf_counter() - t0
+    params = {"nc": {"epochs": cfg.nc_epochs}, "margin": {"steps": cfg.margin_steps}}
+    audits = {}
+    for name, path in paths.items():
+        log(f"auditing the {name} model ...")
+        audits[name] = audit(path, out=out / f"audit-{name}", n_clean=cfg.clean_samples, method_params=params,
+                             seed=cfg.seed, progress=progress, device=device)
+        r = audits[name]
+        log(f"  {name}: {'BACKDOOR, target ' + str(r.target) if r.backdoored else 'no backdoor found'} "
+            f"({r.info['seconds']:.0f} s)")
+    adv = None
+    try:
+        log(f"adversarial evaluation of the clean model ({', '.join(cfg.adversarial_attacks)}) ...")
+        adv = adversarial(paths["clean"], out / "adversarial", cfg, progress=progress, log=log, device=device)
+    except ImportError as exc:
+        log(f"skipping the adversarial evaluation: {exc}")
     seconds = time.perf_counter() - t0
-    _index(out, cfg, results, seconds, workers)
+    _index(out, cfg, paths, audits, adv, seconds, t_models)
     log(f"demo finished in {seconds:.0f} s; report: {out / 'index.html'}")
     return out
 
 
-def _index(out: Path, cfg: DemoConfig, results: dict[str, dict], seconds: float, workers: int) -> None:
+def _index(out: Path, cfg: DemoConfig, paths, audits, adv, seconds: float, t_models: float) -> None:
     truth = {"clean": (False, None), "backdoored": (True, cfg.target)}
     rows = []
-    for name, res in results.items():
-        r = res["audit"]
-        ok = (r["backdoored"], r["target"]) == truth[name]
-        rows.append((name, "BACKDOOR" if r["backdoored"] else "clean", "-" if r["target"] is None else str(r["target"]),
-                     "yes" if ok else "NO", f"{r['seconds']:.0f} s", f"audit-{name}/report.html"))
-    adv = results["clean"]["adversarial"]
-    summary = {"config": cfg.__dict__, "models": {k: res["path"] for k, res in results.items()}, "seconds": seconds,
-               "workers": workers, "seconds_models": {k: res["seconds_model"] for k, res in results.items()},
-               "audits": {k: res["audit"] for k, res in results.items()},
+    for name, r in audits.items():
+        ok = (r.backdoored, r.target) == truth[name]
+        rows.append((name, "BACKDOOR" if r.backdoored else "clean", "-" if r.target is None else str(r.target),
+                     "yes" if ok else "NO", f"{r.info['seconds']:.0f} s", f"audit-{name}/report.html"))
+    summary = {"config": cfg.__dict__, "models": {k: str(v) for k, v in paths.items()}, "seconds": seconds,
+               "seconds_models": t_models,
+               "audits": {n: {"backdoored": r.backdoored, "target": r.target, "seconds": r.info["seconds"]} for n, r in audits.items()},
                "adversarial": None if adv is None else {"clean_accuracy": adv.get("clean_accuracy"),
                                                         "robust_accuracy": adv.get("robust_accuracy")}}
     (out).mkdir(parents=True, exist_ok=True)

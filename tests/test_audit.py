@@ -161,34 +161,16 @@ def test_demo_writes_a_report_folder(ckpts, synthetic_clean_set, tmp_path, monke
     # The demo's own models take minutes to train; the wiring is what is tested here.
     from snnsec import demo
 
-    monkeypatch.setattr(demo, "ensure_model", lambda name, cfg, **kw: ckpts[name])
+    monkeypatch.setattr(demo, "ensure_models", lambda cfg, **kw: {"clean": ckpts["clean"], "backdoored": ckpts["backdoored"]})
     cfg = demo.DemoConfig(target=TARGET, clean_samples=64, nc_epochs=6, margin_steps=100, adversarial_samples=16,
                           adversarial_attacks=("fgsm",), adversarial_eps=(0.1,))
-    out = demo.run_demo(tmp_path / "demo", cfg, progress=False, log=lambda *_: None, workers=1)
+    out = demo.run_demo(tmp_path / "demo", cfg, progress=False, log=lambda *_: None)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["audits"]["backdoored"] == {"backdoored": True, "target": TARGET, "seconds": pytest.approx(summary["audits"]["backdoored"]["seconds"])}
     assert (out / "audit-clean" / "report.html").is_file() and (out / "index.html").is_file()
     assert "audit-backdoored/report.html" in (out / "index.html").read_text()
     assert summary["adversarial"]["clean_accuracy"] is not None
     assert _png_ok((out / "adversarial" / "robustness.png").read_bytes())
-
-
-def test_demo_runs_both_models_side_by_side_in_worker_processes(tmp_path, monkeypatch, capfd):
-    # the whole demo, at a toy budget: each worker process trains its model, audits it and (the
-    # clean one) evaluates it under attack; the wiring is what is tested, not the verdicts
-    from snnsec import demo
-
-    monkeypatch.setenv("SNNSEC_CACHE", str(tmp_path / "cache"))
-    cfg = demo.DemoConfig(T=4, epochs=1, clean_samples=10, nc_epochs=1, margin_steps=5, adversarial_samples=8,
-                          adversarial_attacks=("fgsm",), adversarial_eps=(0.1,))
-    out = demo.run_demo(tmp_path / "demo", cfg, progress=False, log=lambda *_: None, workers=2)
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["workers"] == 2 and set(summary["audits"]) == {"clean", "backdoored"}
-    assert all(isinstance(a["backdoored"], bool) for a in summary["audits"].values())
-    assert all((demo.cache_dir() / cfg.key() / name / "model.json").is_file() for name in demo.MODELS)
-    assert (out / "audit-backdoored" / "report.html").is_file() and (out / "adversarial" / "robustness.png").is_file()
-    logged = capfd.readouterr().out
-    assert "[clean] training the clean csnn" in logged and "[backdoored] auditing the backdoored model" in logged
 
 
 def test_demo_cache_dir_follows_the_environment(monkeypatch, tmp_path):
