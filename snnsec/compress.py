@@ -155,15 +155,21 @@ def _quantizable(m: nn.Module) -> bool:
             and type(m).single_step_functional_forward is not BaseNode.single_step_functional_forward)
 
 
+def refuse_requantizing(model: nn.Module, source: str = "membrane_bits") -> None:
+    """Raise when ``model``'s membranes are quantized already (callers check before any work)."""
+    if getattr(model, "membrane_bits", None):
+        raise ValueError(f"{source}: the model's membranes are quantized already ({model.membrane_bits} bits, "
+                         f"model.json field 'membrane_bits'); drop membrane_bits, or start from the full-precision "
+                         f"checkpoint")
+
+
 def quantize_membranes(model: nn.Module, bits: int) -> nn.Module:
     """Store every spiking neuron's membrane on ``bits`` bits (see the module doc), in place;
     ``model.membrane_bits`` records it. Refuses, naming them, neurons it cannot quantize."""
     from snnsec.harness import invalidate_reset_cache, spiking_neurons
 
     bits = _membrane_bits(bits)
-    if getattr(model, "membrane_bits", None):
-        raise ValueError(f"membrane_bits: the model's membranes are quantized already ({model.membrane_bits} bits); "
-                         f"drop membrane_bits, or start from the full-precision checkpoint")
+    refuse_requantizing(model)
     neurons = spiking_neurons(model)
     if not neurons:
         raise ValueError(f"membrane_bits: {type(model).__name__} has no spiking neuron")

@@ -150,16 +150,16 @@ class LeanLIF:
         from spikingjelly._ops.surrogate import _surrogate_spec
         from spikingjelly.activation_based import neuron
 
-        states = self.materialize_states((x_seq, *args), tuple(self._memories.values()), "m")
-        v = states[0]
         # checked per call: an estimator swapped in later (ASSG's statistics, HART's recorder) or
         # a subclass's own step (quantized membranes) must see every forward
         own_steps = (type(self).single_step_functional_forward is neuron.LIFNode.single_step_functional_forward
                      and type(self).multi_step_functional_forward is neuron.LIFNode.multi_step_functional_forward)
         if (args or kwargs or x_seq.device.type != "cpu" or not own_steps or not _heaviside_surrogate(self)
-                or not isinstance(v, torch.Tensor)
-                or v.dtype != x_seq.dtype or v.shape != x_seq.shape[1:] or not x_seq.dtype.is_floating_point):
+                or not x_seq.dtype.is_floating_point):
             return super().multi_step_forward(x_seq, *args, **kwargs)
+        v = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")[0]
+        if not isinstance(v, torch.Tensor) or v.dtype != x_seq.dtype or v.shape != x_seq.shape[1:]:
+            return super().multi_step_forward(x_seq)
         if not _needs_graph(x_seq, v):
             spikes, v, v_seq, _ = lif_steps(x_seq, v, self.tau, self.decay_input, self.v_threshold, self.v_reset,
                                             self.store_v_seq)

@@ -35,9 +35,8 @@ def run_compress(checkpoint, method: str, *, params: dict | None = None, finetun
     params = {k: v for k, v in compress.method_spec({"method": method, **(params or {})}).items() if k != "method"}
     config = TrainConfig(epochs=int(finetune_epochs), batch_size=batch_size, lr=lr, seed=seed, schedule="constant")
     model, meta = ckpt.load(checkpoint, arch=arch, device=device)
-    if params.get("membrane_bits") is not None and getattr(model, "membrane_bits", None):
-        raise ValueError(f"{checkpoint}: its membranes are stored on {model.membrane_bits} bits already (model.json "
-                         f"field 'membrane_bits'); drop membrane_bits, or start from the full-precision checkpoint")
+    if params.get("membrane_bits") is not None:
+        compress.refuse_requantizing(model, source=str(checkpoint))
     test_ds, spec = ckpt.matching_dataset(meta, data=data, root=root, split="test", source=str(checkpoint))
     before = evaluate(model, test_ds)
     compress.compress(model, method, **params)

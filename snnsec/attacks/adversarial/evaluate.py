@@ -124,8 +124,8 @@ class EvalConfig:
     # 8 samples: the per-sample cost of a csnn forward and backward on the 2-core test machine is
     # lowest between 4 and 16 (in-cache); a larger chunk wastes more padding on a cascade's tail
     chunk: int = 8
-    # no-grad forwards (Square's queries, re-judging, clean predictions) through the lean LIF and
-    # max-pool kernels, equal values (snnsec.lean_kernels); False: spikingjelly's and torch's own
+    # the LIF's forwards and backwards and no-grad max pooling through snnsec.lean_kernels (bitwise
+    # the same spikes and input gradients); False: spikingjelly's and torch's own
     lean_kernels: bool = True
 
     def __post_init__(self) -> None:
