@@ -1,6 +1,7 @@
 """Leaner CPU kernels (CUDA tensors keep spikingjelly's and torch's) for the two layers that dominate a spiking CNN's forward, same values.
 
-Profiled on a csnn (N-MNIST, T = 8, chunks of 8, one core), two layers take most of a forward:
+Profiled on a csnn (N-MNIST, T = 8, chunks of 8, one core), two layers take most of a forward
+(on the small Spikformer the pool of its patch stem is 12 % of an attack's forward and backward):
 
 - **spikingjelly's multi-step LIF** steps through its reference implementation, which allocates
   every intermediate, stacks the steps and, under autograd, records a dozen nodes per step.
@@ -12,18 +13,20 @@ Profiled on a csnn (N-MNIST, T = 8, chunks of 8, one core), two layers take most
   operations autograd applies to the reference's graph, so input gradients are bitwise equal too
   (``detach_reset`` and a built-in surrogate; other neurons fall back). On ``[8, 8, 16, 34, 34]``:
   forward 2.1x, forward and backward 1.9x.
-- **``max_pool2d``** with kernel = stride (the pooling of every spiking CNN here) takes 7.8 ms
-  on ``[64, 16, 34, 34]`` in torch's NCHW CPU kernel; the maximum of the k x k strided views takes
-  0.8 ms. A maximum is exact whatever the order it is taken in, so the values are equal (only the
-  sign of a zero could differ, which no comparison or sum sees). Only forwards that build no graph
-  take it (:class:`LeanMaxPool`).
+- **``max_pool2d``**: torch's NCHW CPU kernel scans each window plane by plane. Without a graph,
+  the maximum of the k x k strided views (padded with -inf) gives the same values: a maximum is
+  exact whatever the order it is taken in (only the sign of a zero could differ, which no
+  comparison or sum sees). With a graph, torch's channels-last kernel gives the same values and
+  the same first-maximum indices, and torch's NCHW backward runs from them. Best of 30 beside two
+  single-threaded jobs, one thread: csnn's 2 x 2 pool on ``[64, 16, 34, 34]`` 9.2 -> 0.7 ms
+  (no graph), 10.4 -> 3.2 ms (forward and backward); Spikformer's 3 x 3 stride-2 pool on
+  ``[64, 32, 34, 34]`` 24 -> 7.2 ms and 19.7 -> 8.2 ms.
 
 :func:`lean_kernels` swaps the classes of eligible modules for the block and restores them:
 exactly ``LIFNode`` in multi-step mode with a spiking surrogate of spikingjelly (Heaviside
 forward; checked at every call, as are the neuron's own step functions, so an attack's estimator
 or a quantized membrane swapped in later is never bypassed) and no reduced-precision storage, and
-``nn.MaxPool2d`` (spikingjelly's included) with kernel = stride, no padding, dilation 1, no
-``ceil_mode``, no indices. Subclasses (a membrane-quantized LIF, a parametric LIF) and every other
+``nn.MaxPool2d`` (spikingjelly's included) with dilation 1, no ``ceil_mode``, no indices. Subclasses (a membrane-quantized LIF, a parametric LIF) and every other
 neuron keep their own kernels. ``tests/test_lean_kernels.py`` holds the equalities, and every
 registered model's logits and input gradients are checked equal with and without them.
 """
@@ -177,29 +180,64 @@ class LeanLIF:
         return spikes
 
 
-def _strided_max(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    h, w = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw
-    rows = x[..., 0:h:kh, :w]
+def _window_max(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                padding: tuple[int, int]) -> torch.Tensor:
+    """``max_pool2d``'s values as the maximum of the k x k strided views of ``x`` padded with
+    -inf (torch's own padding value for a maximum)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (pw, pw, ph, ph), value=float("-inf"))
+    oh, ow = (x.shape[-2] - kh) // sh + 1, (x.shape[-1] - kw) // sw + 1
+    rows = x[..., 0:sh * (oh - 1) + 1:sh, :]
     for i in range(1, kh):
-        rows = torch.maximum(rows, x[..., i:h:kh, :w])
-    out = rows[..., 0::kw]
+        rows = torch.maximum(rows, x[..., i:i + sh * (oh - 1) + 1:sh, :])
+    out = rows[..., 0:sw * (ow - 1) + 1:sw]
     for j in range(1, kw):
-        out = torch.maximum(out, rows[..., j::kw])
+        out = torch.maximum(out, rows[..., j:j + sw * (ow - 1) + 1:sw])
     return out.contiguous()
 
 
+class _MaxPoolGraph(torch.autograd.Function):
+    """torch's ``max_pool2d`` with its indices, computed on a channels-last copy, and torch's own
+    backward from those indices on the NCHW gradient. The channels-last kernel scans each window in
+    the NCHW kernel's order and keeps the first maximum, so values and indices are equal (asserted
+    in the tests) and the backward is the very kernel autograd runs for the reference. A backward
+    that builds a graph records that kernel's own derivative."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        out, indices = torch.nn.functional.max_pool2d(x.contiguous(memory_format=torch.channels_last), kernel,
+                                                      stride, padding, return_indices=True)
+        indices = indices.contiguous()
+        ctx.save_for_backward(x, indices)
+        ctx.window = (list(kernel), list(stride), list(padding))
+        return out.contiguous()
+
+    @staticmethod
+    def backward(ctx, g_out):
+        x, indices = ctx.saved_tensors
+        kernel, stride, padding = ctx.window
+        g_x = torch.ops.aten.max_pool2d_with_indices_backward(g_out.contiguous(), x, kernel, stride, padding,
+                                                              [1, 1], False, indices)
+        return g_x, None, None, None
+
+
 class LeanMaxPool(nn.MaxPool2d):
-    """Max pooling with kernel = stride as the maximum of the strided views, for forwards that
-    build no graph; sits before ``nn.MaxPool2d`` in the class order so that a subclass's own
-    forward (spikingjelly's step-mode handling) still runs around it. A forward that builds a
-    graph takes torch's kernel: routing the gradient to the first maximum of each window by
-    masks measured 1.7x slower than torch's backward with its saved indices."""
+    """Max pooling (dilation 1, no ``ceil_mode``, no indices returned) without torch's NCHW CPU
+    kernel, which scans each window per plane: the maximum of the strided views for forwards
+    that build no graph, :class:`_MaxPoolGraph` for those that do. Sits before ``nn.MaxPool2d``
+    in the class order so that a subclass's own forward (spikingjelly's step-mode handling) still
+    runs around it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _needs_graph(x) or x.dim() not in (3, 4) or x.device.type != "cpu":
+        if x.dim() not in (3, 4) or x.device.type != "cpu" or not x.dtype.is_floating_point:
             return super().forward(x)
-        kh, kw = _pair(self.kernel_size)
-        return _strided_max(x, kh, kw)
+        window = _pair(self.kernel_size), _pair(self.stride or self.kernel_size), _pair(self.padding)
+        if not _needs_graph(x):
+            return _window_max(x, *window)
+        if x.dim() != 4:
+            return super().forward(x)
+        return _MaxPoolGraph.apply(x, *window)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -224,8 +262,10 @@ def _lean_lif_class(m: nn.Module) -> type | None:
 def _lean_pool_class(m: nn.Module) -> type | None:
     if not isinstance(m, nn.MaxPool2d) or isinstance(m, LeanMaxPool):
         return None
-    if (m.return_indices or m.ceil_mode or _pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1)
-            or _pair(m.kernel_size) != _pair(m.stride or m.kernel_size)):
+    kernel, padding = _pair(m.kernel_size), _pair(m.padding)
+    # torch refuses padding over half the kernel; such a module keeps torch's kernel and its error
+    if (m.return_indices or m.ceil_mode or _pair(m.dilation) != (1, 1)
+            or any(p > k // 2 for k, p in zip(kernel, padding))):
         return None
     return LeanMaxPool if type(m) is nn.MaxPool2d else _subclass(type(m), LeanMaxPool)
 
