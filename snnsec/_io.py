@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def cache_dir() -> Path:
+    """Where snnsec keeps what it can rebuild (ndigits, the demo's models, compiled kernels):
+    ``$SNNSEC_CACHE``, else ``$XDG_CACHE_HOME/snnsec``, else ``~/.cache/snnsec``."""
+    if os.environ.get("SNNSEC_CACHE"):
+        return Path(os.environ["SNNSEC_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "snnsec"
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(data))
 

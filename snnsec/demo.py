@@ -10,20 +10,11 @@ from __future__ import annotations
 import html
 import importlib.util
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from snnsec._io import atomic_write_text
-
-
-def cache_dir() -> Path:
-    """``$SNNSEC_CACHE``, else ``$XDG_CACHE_HOME/snnsec``, else ``~/.cache/snnsec``."""
-    if os.environ.get("SNNSEC_CACHE"):
-        return Path(os.environ["SNNSEC_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "snnsec"
+from snnsec._io import atomic_write_text, cache_dir
 
 
 @dataclass

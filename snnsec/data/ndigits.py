@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from snnsec._io import atomic_write_bytes
+from snnsec._io import atomic_write_bytes, cache_dir
 from snnsec.data._split import stratified_split
 from snnsec.data.events import make_events
 
@@ -82,11 +82,6 @@ PARAMS = {
     "threshold_sigma": 0.03,
     "noise_hz": 1.0,
 }
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("SNNSEC_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "snnsec"
 
 
 def _params_hash() -> str:
