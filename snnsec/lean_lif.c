@@ -47,6 +47,46 @@ void snnsec_lif_forward(const float *x, float *v, float *spikes, float *h_seq, f
     }
 }
 
+/* One step of the backward over [lo, hi), the flags constant at each call below so that the compiler
+ * drops the branches and vectorises. */
+static inline __attribute__((always_inline)) void backward_step(
+    const float *restrict g_s, const float *restrict sg, const float *restrict h, const float *restrict s,
+    float *restrict g_x, float *restrict carry, int64_t lo, int64_t hi, float tau, float v_threshold,
+    float atan_scale, float atan_half_alpha, const int with_g_s, const int with_carry, const int atan,
+    const int hard_reset, const int decay_input) {
+    for (int64_t i = lo; i < hi; i++) {
+        float g_h;
+        if (with_g_s) {
+            float d;
+            if (atan) {
+                const float z = (h[i] - v_threshold) * atan_scale;
+                d = (1.0f / (z * z + 1.0f)) * atan_half_alpha;
+            } else {
+                d = sg[i];
+            }
+            g_h = g_s[i] * d;
+            if (with_carry) g_h = g_h + (hard_reset ? carry[i] * (1.0f - s[i]) : carry[i]);
+        } else {
+            g_h = hard_reset ? carry[i] * (1.0f - s[i]) : carry[i];
+        }
+        if (decay_input) { /* g_x = g_h / tau; g_v = g_h - g_x */
+            const float gx = g_h / tau;
+            g_x[i] = gx;
+            carry[i] = g_h - gx;
+        } else { /* g_x = g_h; g_v = g_h + (-g_h) / tau */
+            g_x[i] = g_h;
+            carry[i] = g_h + (-g_h) / tau;
+        }
+    }
+}
+
+#define STEP(GS, C, A, H, D)                                                                                   \
+    backward_step(g_s ? g_s + o : NULL, sg ? sg + o : NULL, h_seq + o, spikes + o, g_x + o, carry, lo, hi, tau,  \
+                  v_threshold, atan_scale, atan_half_alpha, GS, C, A, H, D)
+#define BY_DECAY(GS, C, A, H) do { if (decay_input) STEP(GS, C, A, H, 1); else STEP(GS, C, A, H, 0); } while (0)
+#define BY_HARD(GS, C, A) do { if (hard_reset) BY_DECAY(GS, C, A, 1); else BY_DECAY(GS, C, A, 0); } while (0)
+#define BY_ATAN(GS, C) do { if (atan) BY_HARD(GS, C, 1); else BY_HARD(GS, C, 0); } while (0)
+
 /* g_x from the incoming gradients of the spikes (g_s, or NULL) and of the final membrane (g_v, or NULL).
  * The surrogate's derivative at h - v_threshold is either given per step (sg, computed by the caller with
  * spikingjelly's own formula) or, for ATan, computed here as torch does: z = x * (pi / 2 * alpha),
@@ -65,30 +105,9 @@ void snnsec_lif_backward(const float *g_s, const float *sg, const float *h_seq, 
             for (int64_t i = lo; i < hi; i++) g_x[o + i] = 0.0f;
             continue;
         }
-        for (int64_t i = lo; i < hi; i++) {
-            float g_h;
-            if (g_s != NULL) {
-                float d;
-                if (atan) {
-                    const float z = (h_seq[o + i] - v_threshold) * atan_scale;
-                    d = (1.0f / (z * z + 1.0f)) * atan_half_alpha;
-                } else {
-                    d = sg[o + i];
-                }
-                g_h = g_s[o + i] * d;
-                if (has_carry) g_h = g_h + (hard_reset ? carry[i] * (1.0f - spikes[o + i]) : carry[i]);
-            } else {
-                g_h = hard_reset ? carry[i] * (1.0f - spikes[o + i]) : carry[i];
-            }
-            if (decay_input) { /* g_x = g_h / tau; g_v = g_h - g_x */
-                const float gx = g_h / tau;
-                g_x[o + i] = gx;
-                carry[i] = g_h - gx;
-            } else { /* g_x = g_h; g_v = g_h + (-g_h) / tau */
-                g_x[o + i] = g_h;
-                carry[i] = g_h + (-g_h) / tau;
-            }
-        }
+        if (g_s != NULL && has_carry) BY_ATAN(1, 1);
+        else if (g_s != NULL) BY_ATAN(1, 0);
+        else BY_HARD(0, 1, 0);
         has_carry = 1;
     }
 }
