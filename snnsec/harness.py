@@ -63,7 +63,9 @@ __all__ = [
     "SURROGATES",
     "TRAINING_GATED_NEURONS",
     "AttackView",
+    "HeavisideWithSlope",
     "ModelessWrapper",
+    "SlopeSurrogate",
     "SpikingClassifier",
     "StraightThrough",
     "calibrate_bn",
@@ -178,6 +180,38 @@ def encode(x: torch.Tensor, T: int, encoder: str = "direct", generator: torch.Ge
 
 # --------------------------------------------------------------------------------------------
 # surrogates
+
+
+class HeavisideWithSlope(torch.autograd.Function):
+    """Spike forward; backward ``grad * slope``, the slope computed in the forward."""
+
+    @staticmethod
+    def forward(ctx, x, slope):
+        ctx.save_for_backward(slope)
+        return (x >= 0).to(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (slope,) = ctx.saved_tensors
+        return grad * slope, None
+
+
+class SlopeSurrogate(nn.Module):
+    """A surrogate whose backward multiplies by a slope it computes in its forward from the potential
+    it is handed (``h_t - theta``): the attack estimators ASSG and PDSG, and HART's recorder, whose
+    spikes carry no gradient (slope None). Subclasses define :meth:`step_slope`, called once per time
+    step, in order, with the detached potential. As the slope is all its backward needs, the lean LIF
+    (:mod:`snnsec.lean_kernels`) runs the neuron's steps itself and hands each step's potential to
+    :meth:`step_slope`, so an estimator's state and gradients stay the same."""
+
+    spiking = True
+
+    def step_slope(self, x: torch.Tensor) -> torch.Tensor | None:
+        raise NotImplementedError(f"{type(self).__name__} must define step_slope")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        slope = self.step_slope(x.detach())
+        return (x >= 0).to(x) if slope is None else HeavisideWithSlope.apply(x, slope)
 
 
 class _StraightThroughFn(torch.autograd.Function):

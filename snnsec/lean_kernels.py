@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 
 from snnsec import native
+from snnsec.harness import HeavisideWithSlope, SlopeSurrogate, invalidate_reset_cache
 
 __all__ = ["LeanLIF", "LeanMaxPool", "lean_kernels"]
 
@@ -104,16 +105,17 @@ def _native_lif_steps(lib, x_seq, v, tau, decay_input, v_threshold, v_reset, sto
     return spikes, v, v_seq, h_seq
 
 
-def _native_lif_backward(lib, h_seq, spikes, g_spikes, g_v, params):
+def _native_lif_backward(lib, h_seq, spikes, g_spikes, g_v, params, slopes):
     from spikingjelly._ops.surrogate import _surrogate_gradient
 
     tau, decay_input, v_threshold, v_reset, surrogate_id, alpha = params
     h_seq, spikes = h_seq.contiguous(), spikes.contiguous()
     g_s = None if g_spikes is None else g_spikes.contiguous()
     g_v = None if g_v is None else g_v.contiguous()
-    atan = surrogate_id == 1  # ATan's derivative needs no transcendental, so the C loop computes it
-    sg = None
-    if g_s is not None and not atan:  # torch's vectorised exp: computed by torch, step by step as the reference
+    # ATan's derivative needs no transcendental, so the C loop computes it
+    atan = slopes is None and surrogate_id == 1
+    sg = None if slopes is None else slopes.contiguous()
+    if g_s is not None and sg is None and not atan:  # torch's vectorised exp, step by step as the reference
         sg = torch.empty_like(h_seq)
         for t in range(h_seq.shape[0]):
             sg[t] = _surrogate_gradient(h_seq[t] - v_threshold, alpha, surrogate_id)
@@ -122,7 +124,7 @@ def _native_lif_backward(lib, h_seq, spikes, g_spikes, g_v, params):
     native.run_split(lambda lo, hi: lib.snnsec_lif_backward(
         _pointer(g_s), _pointer(sg), h_seq.data_ptr(), spikes.data_ptr(), _pointer(g_v), g_x.data_ptr(),
         carry.data_ptr(), steps, n, lo, hi, tau, int(decay_input), int(v_reset is not None), v_threshold, int(atan),
-        math.pi / 2 * alpha, alpha / 2), n, torch.get_num_threads())
+        math.pi / 2 * alpha if atan else 0.0, alpha / 2 if atan else 0.0), n, torch.get_num_threads())
     return g_x
 
 
@@ -143,10 +145,13 @@ class _LIFGraph(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, v, tau, decay_input, v_threshold, v_reset, surrogate, surrogate_id, alpha):
         spikes, v_last, _, h_seq = lif_steps(x_seq, v, tau, decay_input, v_threshold, v_reset, store_h=True)
+        slopes = _step_slopes(surrogate, h_seq, v_threshold)
+        if isinstance(surrogate, SlopeSurrogate) and slopes is None:
+            ctx.mark_non_differentiable(spikes)  # as the reference's: no slope, no gradient through spikes
         # an unused output (the final membrane, mostly) gets no gradient, not zeros: the reference
         # adds nothing there, and a zero added would turn a -0 gradient into +0
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x_seq, v, h_seq, spikes)
+        ctx.save_for_backward(x_seq, v, h_seq, spikes, slopes)
         ctx.params = (tau, decay_input, v_threshold, v_reset, surrogate_id, alpha)
         ctx.surrogate = surrogate
         return spikes, v_last
@@ -155,21 +160,28 @@ class _LIFGraph(torch.autograd.Function):
     def backward(ctx, g_spikes, g_v):
         from spikingjelly._ops.surrogate import _surrogate_gradient
 
-        x_seq, v0, h_seq, spikes = ctx.saved_tensors
+        x_seq, v0, h_seq, spikes, slopes = ctx.saved_tensors
         tau, decay_input, v_threshold, v_reset, surrogate_id, alpha = ctx.params
+        if isinstance(ctx.surrogate, SlopeSurrogate):
+            g_spikes = None if slopes is None else g_spikes
         if torch.is_grad_enabled():
-            return (_reference_input_gradient(x_seq, v0, ctx.params, ctx.surrogate, g_spikes, g_v),
+            surrogate = _Replay(slopes) if isinstance(ctx.surrogate, SlopeSurrogate) else ctx.surrogate
+            return (_reference_input_gradient(x_seq, v0, ctx.params, surrogate, g_spikes, g_v),
                     None, None, None, None, None, None, None, None)
         if (lib := native.lif_library()) is not None:
-            return (_native_lif_backward(lib, h_seq, spikes, g_spikes, g_v, ctx.params),
+            return (_native_lif_backward(lib, h_seq, spikes, g_spikes, g_v, ctx.params, slopes),
                     None, None, None, None, None, None, None, None)
         g_x = torch.empty_like(h_seq)
         keep = None if v_reset is None else torch.rsub(spikes, 1.0)  # 1 - s, all steps at once
         carry = None if g_v is None else g_v.clone()
         from_v = torch.empty_like(h_seq[0])
         for t in range(h_seq.shape[0] - 1, -1, -1):
-            g_h = None if g_spikes is None else g_spikes[t] * _surrogate_gradient(h_seq[t] - v_threshold, alpha,
-                                                                                   surrogate_id)
+            if g_spikes is None:
+                g_h = None
+            elif slopes is not None:
+                g_h = g_spikes[t] * slopes[t]
+            else:
+                g_h = g_spikes[t] * _surrogate_gradient(h_seq[t] - v_threshold, alpha, surrogate_id)
             if carry is not None:
                 src = carry if keep is None else torch.mul(carry, keep[t], out=from_v)
                 g_h = src.clone() if g_h is None else g_h.add_(src)
@@ -183,6 +195,32 @@ class _LIFGraph(torch.autograd.Function):
                 g_x[t] = g_h
                 carry = g_h.add_(torch.neg(g_h).div_(tau))
         return g_x, None, None, None, None, None, None, None, None
+
+
+def _step_slopes(surrogate, h_seq: torch.Tensor, v_threshold: float) -> torch.Tensor | None:
+    """Hands each step's potential to an estimator (:class:`~snnsec.harness.SlopeSurrogate`), in
+    order, as the reference's loop does; its slopes ``[T, ...]``, or None (HART's recorder, or a
+    built-in surrogate)."""
+    if not isinstance(surrogate, SlopeSurrogate):
+        return None
+    steps = [surrogate.step_slope(h_seq[t] - v_threshold) for t in range(h_seq.shape[0])]
+    if all(s is None for s in steps):
+        return None
+    if any(s is None or s.shape != h_seq.shape[1:] for s in steps):
+        raise ValueError(f"{type(surrogate).__name__}.step_slope must give a slope shaped like the potential "
+                         f"{tuple(h_seq.shape[1:])} at every step, or None at every step")
+    return torch.stack(steps)
+
+
+class _Replay:
+    """The slopes an estimator gave in the forward, handed back step by step, so that differentiating
+    the reference for a second order does not update the estimator's state a second time."""
+
+    def __init__(self, slopes: torch.Tensor | None) -> None:
+        self.steps = None if slopes is None else iter(slopes)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x >= 0).to(x) if self.steps is None else HeavisideWithSlope.apply(x, next(self.steps))
 
 
 def _reference_input_gradient(x_seq, v0, params, surrogate, g_spikes, g_v):
@@ -211,19 +249,21 @@ class LeanLIF:
         # a subclass's own step (quantized membranes) must see every forward
         own_steps = (type(self).single_step_functional_forward is neuron.LIFNode.single_step_functional_forward
                      and type(self).multi_step_functional_forward is neuron.LIFNode.multi_step_functional_forward)
-        if (args or kwargs or x_seq.device.type != "cpu" or not own_steps or not _heaviside_surrogate(self)
-                or not x_seq.dtype.is_floating_point):
+        estimator = isinstance(self.surrogate_function, SlopeSurrogate)
+        if (args or kwargs or x_seq.device.type != "cpu" or not own_steps
+                or not (estimator or _heaviside_surrogate(self)) or not x_seq.dtype.is_floating_point):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         v = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")[0]
         if not isinstance(v, torch.Tensor) or v.dtype != x_seq.dtype or v.shape != x_seq.shape[1:]:
             return super().multi_step_forward(x_seq)
         if not _needs_graph(x_seq, v):
-            spikes, v, v_seq, _ = lif_steps(x_seq, v, self.tau, self.decay_input, self.v_threshold, self.v_reset,
-                                            self.store_v_seq)
+            spikes, v, v_seq, h_seq = lif_steps(x_seq, v, self.tau, self.decay_input, self.v_threshold,
+                                                self.v_reset, self.store_v_seq, store_h=estimator)
+            _step_slopes(self.surrogate_function, h_seq, self.v_threshold)  # the estimator sees every step
             self._memories["v"] = v
             self.v_seq = v_seq
             return spikes
-        spec = _surrogate_spec(self.surrogate_function)
+        spec = (None, None) if estimator else _surrogate_spec(self.surrogate_function)
         if (spec is None or not self.detach_reset or self.store_v_seq or v.requires_grad
                 or x_seq.dtype != torch.float32):
             return super().multi_step_forward(x_seq, *args, **kwargs)
@@ -310,7 +350,8 @@ def _lean_lif_class(m: nn.Module) -> type | None:
 
     if type(m) is not neuron.LIFNode or getattr(m, "_neuron_precision", None) is not None:
         return None
-    return _subclass(LeanLIF, type(m)) if _heaviside_surrogate(m) else None
+    eligible = _heaviside_surrogate(m) or isinstance(getattr(m, "surrogate_function", None), SlopeSurrogate)
+    return _subclass(LeanLIF, type(m)) if eligible else None
 
 
 def _lean_pool_class(m: nn.Module) -> type | None:
@@ -340,8 +381,6 @@ def lean_kernels(model: nn.Module, enabled: bool = True) -> Iterator[int]:
     """Within the block, eligible LIF neurons and max pools of ``model`` (module docstring) take
     the lean kernels; yields how many modules were swapped. A copy made inside the block keeps
     the lean classes (same numbers); blocks nest (an already lean module is left as it is)."""
-    from snnsec.harness import invalidate_reset_cache
-
     swapped: list[tuple[nn.Module, type]] = []
     if enabled:
         for m in model.modules():

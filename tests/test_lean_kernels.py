@@ -229,3 +229,49 @@ def test_second_order_gradients_through_the_lif_are_the_reference(lif_kernel):
     with lean_kernels(lif):
         assert torch.equal(second_order(), ref)
     assert ref.abs().sum() > 0
+
+
+@pytest.mark.parametrize("estimator", ["assg", "pdsg", "hart"])
+def test_attack_estimators_see_every_step_and_give_the_reference_gradients(estimator, lif_kernel):
+    from snnsec.attacks.adversarial import adaptive
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(
+            layer.Linear(12, 16, step_mode="m"),
+            neuron.LIFNode(tau=1.7, v_threshold=0.8, surrogate_function=surrogate.ATan(), detach_reset=True,
+                           step_mode="m"),
+            layer.Linear(16, 5, step_mode="m"),
+            neuron.LIFNode(v_reset=None, v_threshold=0.2, surrogate_function=surrogate.Sigmoid(), detach_reset=True,
+                           step_mode="m"))
+
+    mode = {"assg": lambda m: adaptive.assg_mode(m, 0.3), "pdsg": adaptive.pdsg_mode,
+            "hart": lambda m: adaptive.hart_mode(m, 0.5)}[estimator]
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(6, 4, 12, generator=g) * 2 for _ in range(3)]
+    w = torch.randn(6, 4, 5, generator=g)
+
+    def run(model, lean):
+        out = []
+        with lean_kernels(model, lean) as swapped, mode(model):
+            assert swapped == (2 if lean else 0)
+            for i, x in enumerate(xs):  # an attack's iterations: the estimators' statistics carry over
+                functional.reset_net(model)
+                if i == 1:  # a forward without a graph (an attack's success check) updates them too
+                    with torch.no_grad():
+                        out.append(model(x))
+                    continue
+                xr = x.clone().requires_grad_(True)
+                y = model(xr)
+                out += [y.detach(), torch.autograd.grad((y * w).sum(), xr)[0]]
+            sg = [m.surrogate_function for m in model.modules() if isinstance(m, neuron.LIFNode)]
+            if estimator == "assg":
+                out += [t for s in sg for k in sorted(s.M) for t in (s.M[k], s.D[k])]
+            else:
+                out += [t for s in sg for t in s.seen]
+        return out
+
+    ref, lean = run(net(), False), run(net(), True)
+    assert len(ref) == len(lean) > 5
+    assert all(bitwise_equal(a, b) for a, b in zip(lean, ref))
+    assert ref[1].abs().sum() > 0 and ref[0].sum() > 0  # the first input gradient, the first spikes

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from snnsec.attacks.adversarial.gradients import SpikesWithGrad, multi_step_neurons, neuron_constants
-from snnsec.harness import override_surrogate, spiking_neurons
+from snnsec.harness import SlopeSurrogate, override_surrogate, spiking_neurons
 
 # ASSG: the reference's EMA rates, relaxation of the deviation term and stabiliser
 _ASSG_B1, _ASSG_B2, _ASSG_RELAX, _ASSG_STAB = 0.9, 0.9, 1.5, 1e-4
@@ -48,51 +48,34 @@ def _refuse_psn(model: nn.Module, what: str) -> None:
                              "surrogate once on the whole sequence")
 
 
-class _Heaviside(torch.autograd.Function):
-    """Spike forward; backward ``grad * slope`` with a slope computed in the forward."""
-
-    @staticmethod
-    def forward(ctx, x, slope):
-        ctx.save_for_backward(slope)
-        return (x >= 0).to(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (slope,) = ctx.saved_tensors
-        return grad * slope, None
-
-
-class PDSG(nn.Module):
+class PDSG(SlopeSurrogate):
     """The PDSG surrogate of one neuron (see the module doc)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.spiking = True
         self.seen: list[torch.Tensor] = []
 
     def reset(self) -> None:  # every forward starts the potential history anew
         self.seen = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x.detach())
+    def step_slope(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x)
         h = torch.stack(self.seen)  # [t + 1, B, C, ...] or [t + 1, B, N]
         keep = 2  # the channel (or feature) axis of the stacked potentials
         dims = [d for d in range(h.dim()) if d != keep]
         n = math.prod(h.shape[d] for d in dims)
         sigma = h.std(dim=dims, keepdim=True)[0] if n > 1 else torch.ones_like(h[0, :1])
         sigma = torch.where(torch.isfinite(sigma) & (sigma > 0), sigma, torch.ones_like(sigma))
-        slope = torch.exp(-((x.detach() - sigma / 2) ** 2) / (2 * sigma ** 2)) / (math.sqrt(2 * math.pi) * sigma)
-        return _Heaviside.apply(x, slope)
+        return torch.exp(-((x - sigma / 2) ** 2) / (2 * sigma ** 2)) / (math.sqrt(2 * math.pi) * sigma)
 
 
-class ASSG(nn.Module):
+class ASSG(SlopeSurrogate):
     """The ASSG surrogate of one neuron (see the module doc); ``omega`` in (0, 0.5)."""
 
     def __init__(self, omega: float) -> None:
         super().__init__()
         if not 0 < omega < 0.5:
             raise ValueError(f"assg: omega must be in (0, 0.5), got {omega!r}")
-        self.spiking = True
         self.a = 2 * math.tan(math.pi * omega) / math.pi
         self.t = 0
         self.M: dict[int, torch.Tensor] = {}
@@ -105,9 +88,9 @@ class ASSG(nn.Module):
         """A new batch is attacked: its statistics start from M = 1, D = 0."""
         self.t, self.M, self.D = 0, {}, {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def step_slope(self, x: torch.Tensor) -> torch.Tensor:
         t, self.t = self.t, self.t + 1
-        ax = x.detach().abs()
+        ax = x.abs()
         M, D = self.M.get(t), self.D.get(t)
         if M is None or M.shape != ax.shape:  # first call, or a batch of another size
             M, D = torch.ones_like(ax), torch.zeros_like(ax)
@@ -115,8 +98,7 @@ class ASSG(nn.Module):
         D = _ASSG_B2 * D + (1 - _ASSG_B2) * (ax - M).abs()
         self.M[t], self.D[t] = M, D
         alpha = self.a / (M + _ASSG_RELAX * D + _ASSG_STAB)
-        slope = alpha / (2 * (1 + (math.pi / 2 * alpha * x.detach()) ** 2))
-        return _Heaviside.apply(x, slope)
+        return alpha / (2 * (1 + (math.pi / 2 * alpha * x) ** 2))
 
 
 def restart_statistics(model: nn.Module) -> None:
@@ -142,20 +124,20 @@ def assg_mode(model: nn.Module, omega: float):
 # ----------------------------------------------------------------------------------- HART
 
 
-class _Recording(nn.Module):
-    """Stands in for a neuron's surrogate under HART: records ``h_t - theta``, spikes forward."""
+class _Recording(SlopeSurrogate):
+    """Stands in for a neuron's surrogate under HART: records ``h_t - theta``, spikes forward
+    (with no gradient: HART's hook gives the neuron's output its own)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.spiking = True
         self.seen: list[torch.Tensor] = []
 
     def reset(self) -> None:
         self.seen = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x.detach())
-        return (x >= 0).to(x)
+    def step_slope(self, x: torch.Tensor) -> None:
+        self.seen.append(x)
+        return None
 
 
 def _hart_hook(recorder: _Recording, gamma: float):
