@@ -26,8 +26,8 @@ Profiled on a csnn (N-MNIST, T = 8, chunks of 8, one core), two layers take most
   ``[64, 32, 34, 34]`` 24 -> 7.2 ms and 19.7 -> 8.2 ms.
 
 :func:`lean_kernels` swaps the classes of eligible modules for the block and restores them:
-exactly ``LIFNode`` in multi-step mode with a spiking surrogate of spikingjelly (Heaviside
-forward; checked at every call, as are the neuron's own step functions, so an attack's estimator
+exactly ``LIFNode`` in multi-step mode with a spiking surrogate of spikingjelly or an attack's
+estimator (Heaviside forward; checked at every call, as are the neuron's own step functions, so an attack's estimator
 or a quantized membrane swapped in later is never bypassed) and no reduced-precision storage, and
 ``nn.MaxPool2d`` (spikingjelly's included) with dilation 1, no ``ceil_mode``, no indices. Subclasses (a membrane-quantized LIF, a parametric LIF) and every other
 neuron keep their own kernels. ``tests/test_lean_kernels.py`` holds the equalities, and every
@@ -238,8 +238,10 @@ def _reference_input_gradient(x_seq, v0, params, surrogate, g_spikes, g_v):
 
 class LeanLIF:
     """Mixin over spikingjelly's ``LIFNode``: :func:`lif_steps` for forwards that build no graph,
-    :class:`_LIFGraph` for those that do (``detach_reset``, a built-in surrogate, float32; else
-    spikingjelly's own)."""
+    :class:`_LIFGraph` for those that do (``detach_reset``, float32; else spikingjelly's own). The
+    surrogate is a built-in of spikingjelly or an attack's estimator
+    (:class:`~snnsec.harness.SlopeSurrogate`: ASSG, PDSG, HART's recorder), which gets each step's
+    potential in order, as in the reference's loop, and whose slopes the backward multiplies by."""
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         from spikingjelly._ops.surrogate import _surrogate_spec
