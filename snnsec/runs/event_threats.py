@@ -60,11 +60,13 @@ def _attack(cell: dict):
     gradient = cell.get("gradient", "model")
     parse_gradient(gradient)
     if cell["threat"] == "retime":
-        from snnsec.attacks.adversarial.retiming import SpikeRetiming
+        from snnsec.attacks.adversarial.retiming import check_budgets
 
         kw = {k: cell[k] for k in _RETIME_KEYS if k in cell}
         kw.setdefault("max_shift", None)
-        SpikeRetiming(None, gradient=gradient, **kw)  # the budgets' checks; the model comes later
+        check_budgets(kw["max_shift"], kw.get("total_delay"), kw.get("moved"))
+        if "steps" in kw and (not isinstance(kw["steps"], int) or kw["steps"] < 1):
+            raise ValueError(f"event-threats cell: retime 'steps' must be a whole number >= 1, got {kw['steps']!r}")
         return partial(_retime, kw={**kw, "gradient": gradient})
     from snnsec.attacks.adversarial.event_edits import EventEdits
 

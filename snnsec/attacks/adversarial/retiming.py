@@ -37,10 +37,21 @@ import torch.nn.functional as F
 from snnsec.attacks.adversarial.gradients import gradient_mode
 from snnsec.harness import device_of, preserve_modes
 
-__all__ = ["SpikeRetiming"]
+__all__ = ["SpikeRetiming", "check_budgets"]
 
 # the reference's penalty weights and logit box (utils/attack.py)
 _CAP_WEIGHT, _B1_WEIGHT, _B0_WEIGHT, _LOGIT_BOX, _INIT_LOGIT = 20.0, 10.0, 5.0, 10.0, 4.0
+
+
+def check_budgets(max_shift: int | None, total_delay: float | None, moved: float | None) -> None:
+    """Raises ValueError, naming the budget, unless at least one is given and each is in range."""
+    if max_shift is None and total_delay is None and moved is None:
+        raise ValueError("retiming: give at least one budget (max_shift, total_delay or moved)")
+    if max_shift is not None and int(max_shift) < 1:
+        raise ValueError(f"retiming: max_shift is a number of time bins >= 1, got {max_shift!r}")
+    for name, v in (("total_delay", total_delay), ("moved", moved)):
+        if v is not None and not (0 <= float(v) <= 1):
+            raise ValueError(f"retiming: {name} is a fraction of the sample's spikes in [0, 1], got {v!r}")
 
 
 class SpikeRetiming:
@@ -49,13 +60,7 @@ class SpikeRetiming:
     def __init__(self, model: nn.Module, *, max_shift: int | None = 1, total_delay: float | None = None,
                  moved: float | None = None, steps: int | None = None, step_size: float = 1.0,
                  gradient: str = "model") -> None:
-        if max_shift is None and total_delay is None and moved is None:
-            raise ValueError("retiming: give at least one budget (max_shift, total_delay or moved)")
-        if max_shift is not None and int(max_shift) < 1:
-            raise ValueError(f"retiming: max_shift is a number of time bins >= 1, got {max_shift!r}")
-        for name, v in (("total_delay", total_delay), ("moved", moved)):
-            if v is not None and not (0 <= float(v) <= 1):
-                raise ValueError(f"retiming: {name} is a fraction of the sample's spikes in [0, 1], got {v!r}")
+        check_budgets(max_shift, total_delay, moved)
         self.model = model
         self.max_shift = None if max_shift is None else int(max_shift)
         self.total_delay, self.moved = total_delay, moved
