@@ -97,8 +97,10 @@ def run_split(call, n: int, threads: int) -> None:
     if threads <= 1 or n < 65_536:
         call(0, n)
         return
-    if _pool is None or _pool_size < threads:
-        _pool, _pool_size = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="snnsec-native"), threads
+    if _pool is None or _pool_size < threads - 1:
+        _pool, _pool_size = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="snnsec-native"), threads - 1
     bounds = [n * k // threads for k in range(threads + 1)]
-    for done in [_pool.submit(call, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+    others = [_pool.submit(call, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    call(bounds[0], bounds[1])  # the calling thread takes the first range itself
+    for done in others:
         done.result()
