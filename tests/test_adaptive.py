@@ -52,7 +52,7 @@ def test_assg_sharpness_follows_the_potential_statistics_and_restarts():
     assert torch.allclose(g, alpha / (2 * (1 + (math.pi / 2 * alpha * x) ** 2)))
     s.reset()  # a new forward of the same batch: statistics carry on
     s(x)
-    assert torch.allclose(s.M[0], 0.9 * M + 0.1 * x.abs())
+    assert torch.allclose(s.M[0, 0], 0.9 * M + 0.1 * x.abs())  # (chunk, time step)
     s.restart_statistics()  # a new batch: they start over
     assert s.M == {} and s.t == 0
     with pytest.raises(ValueError, match=r"omega must be in \(0, 0.5\)"):

@@ -9,6 +9,7 @@ from adversarial_helpers import hard_threshold_copy, trained_csnn
 from snnsec.attacks.adversarial import EvalConfig, evaluate
 from snnsec.attacks.adversarial.adapter import Attack
 from snnsec.attacks.adversarial.evaluate import cascade_order, leading_attacks
+from snnsec.attacks.adversarial.gradients import gradient_mode
 from snnsec.attacks.adversarial.per_sample import FixedBatch, keyed_draws
 
 
@@ -30,6 +31,24 @@ def test_fixed_batch_gives_each_sample_the_same_logits_in_any_batch(trained):
     assert fixed.training
     model.eval()
     assert not fixed.training
+
+
+@pytest.mark.parametrize("attack", ["sapgd", "pgd"])
+def test_assg_statistics_follow_each_sample_whatever_the_chunks(trained, attack):
+    # ASSG's statistics carry over an attack's iterations per sample: chunk k of a batch must not
+    # inherit chunk k - 1's (they did before select_chunk, which weakened ASSG by 22 points at 8/255)
+    model, x, y = trained
+    idx = torch.arange(12)
+    with torch.no_grad():
+        keep = model(x[idx]).argmax(1) == y[idx]
+    idx = idx[keep][:6]
+    runs = {}
+    for size in (1, 2, 6):
+        atk = Attack(FixedBatch(model, size), attack, 16 / 255, steps=8, seed=1)
+        with gradient_mode(model, "assg:0.43"):
+            runs[size] = atk(x[idx], y[idx], keys=idx)
+    assert torch.equal(runs[2], runs[1]) and torch.equal(runs[6], runs[1])
+    assert (runs[1] - x[idx]).abs().amax() > 0
 
 
 def test_fixed_batch_refuses_a_training_batchnorm():

@@ -78,25 +78,32 @@ class ASSG(SlopeSurrogate):
             raise ValueError(f"assg: omega must be in (0, 0.5), got {omega!r}")
         self.a = 2 * math.tan(math.pi * omega) / math.pi
         self.t = 0
-        self.M: dict[int, torch.Tensor] = {}
-        self.D: dict[int, torch.Tensor] = {}
+        self.chunk = 0
+        # per (chunk, time step): an attack's batch runs in fixed chunks (per_sample.FixedBatch),
+        # each with its own samples' statistics
+        self.M: dict[tuple[int, int], torch.Tensor] = {}
+        self.D: dict[tuple[int, int], torch.Tensor] = {}
 
     def reset(self) -> None:  # a new forward: time steps count from 0 again; statistics stay
         self.t = 0
 
+    def select_chunk(self, index: int) -> None:
+        self.chunk = int(index)
+
     def restart_statistics(self) -> None:
         """A new batch is attacked: its statistics start from M = 1, D = 0."""
-        self.t, self.M, self.D = 0, {}, {}
+        self.t, self.chunk, self.M, self.D = 0, 0, {}, {}
 
     def step_slope(self, x: torch.Tensor) -> torch.Tensor:
-        t, self.t = self.t, self.t + 1
+        key = (self.chunk, self.t)
+        self.t += 1
         ax = x.abs()
-        M, D = self.M.get(t), self.D.get(t)
+        M, D = self.M.get(key), self.D.get(key)
         if M is None or M.shape != ax.shape:  # first call, or a batch of another size
             M, D = torch.ones_like(ax), torch.zeros_like(ax)
         M = _ASSG_B1 * M + (1 - _ASSG_B1) * ax
         D = _ASSG_B2 * D + (1 - _ASSG_B2) * (ax - M).abs()
-        self.M[t], self.D[t] = M, D
+        self.M[key], self.D[key] = M, D
         alpha = self.a / (M + _ASSG_RELAX * D + _ASSG_STAB)
         return alpha / (2 * (1 + (math.pi / 2 * alpha * x) ** 2))
 

@@ -40,6 +40,10 @@ class FixedBatch(ModelessWrapper):
     The padding rows are zeros; they cost compute (a batch of 1 costs a chunk) and nothing else,
     since no per-sample model mixes rows in eval mode (a training-mode BatchNorm would, and is
     refused). ``input_shape`` and ``num_classes`` are the model's; training flags are the model's.
+
+    A module that keeps per-sample state from one forward to the next (ASSG's statistics over an
+    attack's iterations) defines ``select_chunk(k)``, called before chunk ``k`` of every forward,
+    and keeps one state per chunk: without it, chunk k would inherit chunk k - 1's statistics.
     """
 
     def __init__(self, model: nn.Module, size: int) -> None:
@@ -59,8 +63,13 @@ class FixedBatch(ModelessWrapper):
         pad = (-n) % self.size
         if pad:
             x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
-        out = torch.cat([self.model(x[i:i + self.size]) for i in range(0, x.shape[0], self.size)])
-        return out[:n]
+        stateful = [m.select_chunk for m in self.model.modules() if callable(getattr(m, "select_chunk", None))]
+        out = []
+        for k, i in enumerate(range(0, x.shape[0], self.size)):
+            for select in stateful:
+                select(k)
+            out.append(self.model(x[i:i + self.size]))
+        return torch.cat(out)[:n]
 
 
 def _mix(seed: int, key: int, draw: int) -> int:
