@@ -51,6 +51,27 @@ def test_assg_statistics_follow_each_sample_whatever_the_chunks(trained, attack)
     assert (runs[1] - x[idx]).abs().amax() > 0
 
 
+def test_pdsg_sigma_ignores_the_padding_rows(trained):
+    # PDSG's sigma is a batch statistic: under FixedBatch the batch is the chunk's real rows, so a
+    # batch of 3 in a chunk of 8 gets the gradient it gets alone, and a chunk-mate changes it
+    model, x, y = trained
+    loss = torch.nn.CrossEntropyLoss(reduction="sum")
+
+    def grad(net, xs, ys):
+        xs = xs.clone().requires_grad_(True)
+        with gradient_mode(model, "pdsg"):
+            (g,) = torch.autograd.grad(loss(net(xs), ys), xs)
+        return g
+
+    alone = grad(model, x[:3], y[:3])
+    padded = grad(FixedBatch(model, 8), x[:3], y[:3])
+    torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-7)
+    assert alone.abs().amax() > 0
+    assert not torch.allclose(grad(FixedBatch(model, 8), x[:4], y[:4])[:3], alone)
+    # after a FixedBatch forward the model's own batches are whole again
+    torch.testing.assert_close(grad(model, x[:5], y[:5]), grad(FixedBatch(model, 5), x[:5], y[:5]), rtol=1e-5, atol=1e-7)
+
+
 def test_fixed_batch_refuses_a_training_batchnorm():
     import torch.nn as nn
 

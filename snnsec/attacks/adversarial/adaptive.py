@@ -10,7 +10,9 @@ are refused.
 * **PDSG** (potential-dependent surrogate gradient; CVPR 2025, reference ``ryime/PDSG-SDA``,
   ``utils/attack.py`` ``PDSG_LIFNode``): a Gaussian centred ``sigma / 2`` above the threshold,
   ``sigma`` the standard deviation of the potentials seen since the forward began (time steps so
-  far, batch and space), per channel (per feature for linear layers); no hyperparameter.
+  far, batch and space), per channel (per feature for linear layers); no hyperparameter. Under
+  ``per_sample.FixedBatch`` the batch is the chunk's real rows (:meth:`PDSG.select_chunk`), not
+  its zero padding.
 * **ASSG** (adaptive sharpness surrogate gradient; arXiv 2512.22522, reference
   ``craree/Towards-Reliable-Evaluation-of-Adversarial-Robustness-for-Spiking-Neural-Networks``,
   ``my_node.py`` ``ASSGrad``): spikingjelly's ATan surrogate with an elementwise sharpness
@@ -57,12 +59,16 @@ class PDSG(SlopeSurrogate):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[torch.Tensor] = []
+        self.rows: int | None = None
 
     def reset(self) -> None:  # every forward starts the potential history anew
         self.seen = []
 
+    def select_chunk(self, index: int, rows: int | None) -> None:
+        self.rows = rows
+
     def step_slope(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x)
+        self.seen.append(x if self.rows is None else x[:self.rows])
         h = torch.stack(self.seen)  # [t + 1, B, C, ...] or [t + 1, B, N]
         keep = 2  # the channel (or feature) axis of the stacked potentials
         dims = [d for d in range(h.dim()) if d != keep]
@@ -90,7 +96,7 @@ class ASSG(SlopeSurrogate):
     def reset(self) -> None:  # a new forward: time steps count from 0 again; statistics stay
         self.t = 0
 
-    def select_chunk(self, index: int) -> None:
+    def select_chunk(self, index: int, rows: int | None) -> None:
         self.chunk = int(index)
 
     def restart_statistics(self) -> None:

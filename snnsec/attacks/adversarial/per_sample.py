@@ -41,9 +41,12 @@ class FixedBatch(ModelessWrapper):
     since no per-sample model mixes rows in eval mode (a training-mode BatchNorm would, and is
     refused). ``input_shape`` and ``num_classes`` are the model's; training flags are the model's.
 
-    A module that keeps per-sample state from one forward to the next (ASSG's statistics over an
-    attack's iterations) defines ``select_chunk(k)``, called before chunk ``k`` of every forward,
-    and keeps one state per chunk: without it, chunk k would inherit chunk k - 1's statistics.
+    A module whose state or statistics involve more than one row defines ``select_chunk(k, rows)``,
+    called before chunk ``k`` of every forward with the number of real (not padding) rows in it,
+    and once after the forward with ``(0, None)`` (the whole batch is the model's again). ASSG keeps
+    its statistics over an attack's iterations per chunk (without that, chunk k would inherit chunk
+    k - 1's); PDSG takes its sigma over the real rows only. An estimator with batch statistics
+    (PDSG, as in its reference) still gives a sample a result that depends on its chunk-mates.
     """
 
     def __init__(self, model: nn.Module, size: int) -> None:
@@ -65,10 +68,14 @@ class FixedBatch(ModelessWrapper):
             x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
         stateful = [m.select_chunk for m in self.model.modules() if callable(getattr(m, "select_chunk", None))]
         out = []
-        for k, i in enumerate(range(0, x.shape[0], self.size)):
+        try:
+            for k, i in enumerate(range(0, x.shape[0], self.size)):
+                for select in stateful:
+                    select(k, min(self.size, n - i))
+                out.append(self.model(x[i:i + self.size]))
+        finally:
             for select in stateful:
-                select(k)
-            out.append(self.model(x[i:i + self.size]))
+                select(0, None)
         return torch.cat(out)[:n]
 
 
