@@ -19,8 +19,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from _bench_models import spike_batch_model
 from snnsec import models
-from snnsec.harness import calibrate_bn, reset_backbone
+from snnsec.harness import reset_backbone
 
 
 def _by_hand(model, x, y):
@@ -44,13 +45,7 @@ def _time(fn, model, x, y) -> float:
 
 
 def measure(name: str, T: int = 16, batch: int = 32, k: int = 5, hw=(34, 34)) -> dict:
-    torch.manual_seed(0)
-    model = models.build(name, in_channels=2, num_classes=10, sensor_hw=hw, T=T)
-    g = torch.Generator().manual_seed(0)
-    x = (torch.rand(batch, T, 2, *hw, generator=g) < 0.2).float()
-    y = torch.arange(batch) % 10
-    calibrate_bn(model, x, passes=1)
-    model.eval()  # attacks differentiate eval-mode models
+    model, x, y = spike_batch_model(name, T, batch, hw)
     x.requires_grad_(True)
     g_h, g_b = _harness(model, x, y), _by_hand(model, x, y)  # warm-up, and the two must agree
     if not torch.allclose(g_h, g_b, atol=1e-6):

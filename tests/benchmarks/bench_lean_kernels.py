@@ -21,9 +21,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from snnsec import models, native
+from _bench_models import spike_batch_model
+from snnsec import native
 from snnsec.attacks.adversarial import adaptive
-from snnsec.harness import calibrate_bn
 from snnsec.lean_kernels import lean_kernels
 
 ESTIMATORS = {"model": None, "assg": lambda m: adaptive.assg_mode(m, 0.43), "pdsg": adaptive.pdsg_mode,
@@ -57,13 +57,7 @@ def _forward_backward(model, x, y):
 
 
 def measure(name: str, T: int = 8, batch: int = 8, k: int = 5, hw=(34, 34)) -> list[dict]:
-    torch.manual_seed(0)
-    model = models.build(name, in_channels=2, num_classes=10, sensor_hw=hw, T=T)
-    g = torch.Generator().manual_seed(0)
-    x = (torch.rand(batch, T, 2, *hw, generator=g) < 0.2).float()
-    y = torch.arange(batch) % 10
-    calibrate_bn(model, x, passes=1)
-    model.eval()  # attacks differentiate eval-mode models
+    model, x, y = spike_batch_model(name, T, batch, hw)
     variants = [v for v in VARIANTS if v != "lean, C LIF" or native.lif_library() is not None]
     cases = [("forward, no graph", "model", _forward)]
     cases += [("forward+backward", est, _forward_backward) for est in ESTIMATORS]
