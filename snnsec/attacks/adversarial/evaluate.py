@@ -15,7 +15,10 @@ The cascade (``cascade=True``, AutoAttack's way): at each eps the attacks run ch
 white-box before black-box, and each attacks only the samples no earlier one broke. A sample's
 result does not depend on its batch-mates (:mod:`~snnsec.attacks.adversarial.per_sample`: forwards
 in chunks of a fixed size, random starts drawn per sample), so the worst case is the one every
-attack on every sample would give, sample by sample, at a fraction of the cost. What changes is
+attack on every sample would give, sample by sample, at a fraction of the cost (except through an
+estimator with batch statistics, PDSG, whose gradient for a sample depends on its chunk-mates as
+the reference's depends on its batch-mates; its adversarial examples are checked by the model like
+any other, so its worst case is still an upper bound). What changes is
 the meaning of a per-attack number after the first: "robust to this attack and to every attack
 before it" (rows say ``cascade``). The leading iterative attack of each gradient estimator runs on
 every sample, since the checklist compares it with FGSM.
