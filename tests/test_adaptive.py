@@ -102,6 +102,12 @@ def test_psn_neurons_and_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="calls its surrogate once on the whole sequence"):
         with gradient_mode(psn, "pdsg"):
             pass
+    # estimators installed as a hook on a whole sequence refuse neurons stepped once per time step
+    snn = models.build("snntorch-csnn", in_channels=2, num_classes=4, sensor_hw=(8, 8), T=4)
+    for spec in ("hart:0.5", "bptr", "rga"):
+        with pytest.raises(ValueError, match="is a snntorch Leaky, called once per time step"):
+            with gradient_mode(snn, spec):
+                pass
     with pytest.raises(ValueError, match="parameter must be > 0 and < 0.5"):
         parse_gradient("assg:0.6")
     with pytest.raises(ValueError, match="takes no parameter"):

@@ -125,9 +125,13 @@ def multi_step_neurons(model: nn.Module, mode: str) -> list[tuple[str, nn.Module
     neurons = spiking_neurons(model)
     if not neurons:
         raise ValueError(f"{mode}: {type(model).__name__} has no spiking neuron")
-    for name, m, _ in neurons:
+    for name, m, attr in neurons:
         if getattr(m, "step_mode", "m") != "m":
             raise ValueError(f"{mode} needs multi-step neurons (whole sequence per call); {name} runs step_mode={m.step_mode!r}")
+        if attr == "spike_grad":  # snntorch's neurons: one time step per call, returning spikes and membrane
+            raise ValueError(f"{mode} needs multi-step neurons (whole sequence per call); {name} is a snntorch "
+                             f"{type(m).__name__}, called once per time step (the estimators that work step by step "
+                             "take it: model, a surrogate name, assg, pdsg)")
     return neurons
 
 
