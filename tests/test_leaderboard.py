@@ -39,7 +39,8 @@ def store(tmp_path_factory):
         spec = bench.parse_spec({
             "kind": "leaderboard",
             "base": {"dataset": "ndigits", "model": "csnn", "T": 4, "epochs": 1, "batch_size": 32, "lr": 1e-3,
-                     "attacks": "fgsm,pgd", "eps": ["8/255", "32/255"], "fast": True, "n_samples": 16,
+                     "attacks": "fgsm,pgd", "gradients": ["model", "assg:0.43"], "eps": ["8/255", "32/255"],
+                     "fast": True, "n_samples": 16,
                      "energy_samples": 16, "backdoors": ["static"], "audit_samples": 20, "finetune_epochs": 1,
                      "compress": "prune:sparsity=0.5"}}, source="tiny-leaderboard.toml")
         bench.run_spec(spec, store=root / "r.sqlite", progress=False, log=lambda m: None)
@@ -87,5 +88,18 @@ def test_robustbench_export(store, tmp_path, capsys):
             "number_forward_passes", "snn"} <= set(entry)
     assert entry["architecture"] == "csnn" and entry["snn"]["T"] == 4 and entry["snn"]["neuron"] == "LIFNode"
     assert entry["number_forward_passes"] == 1 and entry["attack_forwards_per_sample"] > 1
-    assert entry["snn"]["framing"] == "events"
+    assert entry["snn"]["framing"] == "events" and entry["snn"]["gradient_estimator"] == ["model", "assg:0.43"]
     assert 0 <= entry["autoattack_acc"] <= entry["clean_acc"] <= 100
+
+
+def test_an_estimator_the_model_refuses_is_named_before_any_training(tmp_path, monkeypatch):
+    from snnsec.runs.leaderboard import leaderboard_cell
+
+    monkeypatch.setenv("SNNSEC_CKPT_CACHE", str(tmp_path / "ckpt"))
+    cell = {"kind": "leaderboard", "dataset": "ndigits", "model": "psn-csnn", "T": 4, "epochs": 1,
+            "gradients": "model,assg:0.43", "seed": 0}
+    with pytest.raises(ValueError, match=r"psn-csnn: gradients 'assg:0.43' does not apply .* own \[\[sweep\]\]"):
+        leaderboard_cell(cell, progress=False)
+    with pytest.raises(ValueError, match="gradient"):
+        leaderboard_cell({**cell, "gradients": "assg:0.7"}, progress=False)
+    assert not (tmp_path / "ckpt").exists()

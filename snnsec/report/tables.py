@@ -118,7 +118,7 @@ def robustbench_entries(df: pd.DataFrame) -> list[dict]:
                 "footnote": "per-sample worst case over the attacks named in 'attacks' (not standard AutoAttack "
                             "unless it names autoattack); evaluated by snnsec",
                 "snn": {"T": None if pd.isna(r["T"]) else int(r["T"]), "neuron": r.get("neuron"),
-                        "surrogate": "model's own", "gradient_estimator": "model's own surrogate",
+                        "surrogate": "model's own", "gradient_estimator": ap.get("gradients") or ["model"],
                         "framing": r.get("framing") or cfg.get("slicing"), "sops": float(r.get("sops", float("nan"))),
                         "energy_pj": float(r.get("energy_pj", float("nan"))),
                         "spike_driven": bool(r.get("spike_driven", 0) >= 1), "n_seeds": int(r["n_seeds"])}})

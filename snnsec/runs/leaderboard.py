@@ -9,7 +9,8 @@ with ``finetune_epochs``; then what is measured:
 
 - the clean model (trained once, cached as the adversarial bench's models are), compressed and
   fine-tuned when asked (cached too);
-- robust accuracy, the per-sample worst case over ``attacks`` (default pgd, apgd, square) at
+- robust accuracy, the per-sample worst case over ``attacks`` (default pgd, apgd, square), the
+  white-box ones through each of ``gradients`` (default: the model's own surrogate), at
   each of ``eps`` (default 4/255, 16/255, 32/255) on ``n_samples`` test samples, with the
   integrity checklist's verdict and the forwards the attacks spent per evaluated sample (``fast``:
   the reduced steps and queries of smoke runs, not for reporting);
@@ -34,10 +35,14 @@ import os
 from pathlib import Path
 
 TRAIN_KEYS = ("dataset", "root", "model", "model_kwargs", "T", "epochs", "batch_size", "lr", "seed")
-DEFAULTS = {"attacks": "pgd,apgd,square", "eps": ["4/255", "16/255", "32/255"], "n_samples": 100,
+DEFAULTS = {"attacks": "pgd,apgd,square", "gradients": None, "eps": ["4/255", "16/255", "32/255"], "n_samples": 100,
             "energy_samples": 100, "backdoors": ["static", "flash"], "rate": 0.1, "target": 0, "audit_samples": 100,
             "finetune_epochs": 3, "fast": False}
 KEYS = {"kind", "compress", *TRAIN_KEYS, *DEFAULTS}
+
+
+def _listed(v) -> list[str]:
+    return [e.strip() for e in v.split(",")] if isinstance(v, str) else [str(e) for e in v]
 
 
 def variant_name(cell: dict) -> str:
@@ -80,6 +85,28 @@ def _compressed(source: str | Path, compression: dict, cell: dict, *, progress: 
     return str(out)
 
 
+def _check_estimators(c: dict, gradients) -> None:
+    """Each estimator must apply to the cell's model (ASSG, PDSG and HART refuse PSN neurons; HART,
+    BPTR and RGA refuse snntorch's): tried on the model built for the data's frames, before any training."""
+    if not gradients:
+        return
+    from snnsec import models
+    from snnsec.attacks.adversarial.gradients import gradient_mode
+    from snnsec.data import load
+
+    _, spec = load(c["dataset"], split="test", root=c.get("root"), **({"T": int(c["T"])} if c.get("T") else {}))
+    T, P, H, W = spec.frame_shape
+    net = models.build(c["model"], in_channels=P, num_classes=spec.num_classes, sensor_hw=(H, W), T=T,
+                       **(c.get("model_kwargs") or {}))
+    for g in gradients:
+        try:
+            with gradient_mode(net, g):
+                pass
+        except ValueError as exc:
+            raise ValueError(f"leaderboard cell {variant_name(c)}: gradients {g!r} does not apply to the model: {exc}; "
+                             "give this model its own [[sweep]] with the estimators it takes") from None
+
+
 def backdoor_asr(ckpt, *, root=None, device: str = "cpu") -> float:
     """ASR of a backdoored checkpoint's own trigger on the non-target samples of its test split."""
     from snnsec import checkpoint, metrics
@@ -112,11 +139,15 @@ def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
     c = {**DEFAULTS, **cell}
     compression = method_spec(c.get("compress"))
     root = c.get("root")
+    eps = _listed(c["eps"])
+    gradients = None if c["gradients"] is None else tuple(_listed(c["gradients"]))
+    # attack names, eps and estimator specs are checked here, before any training
+    config = EvalConfig(attacks=c["attacks"], eps=tuple(eps), gradients=gradients, seed=int(c["seed"]),
+                        fast=bool(c["fast"]))
+    _check_estimators(c, gradients)
     ckpt = _train(c, progress, device)
     if compression:
         ckpt = _compressed(ckpt, compression, c, progress=progress, device=device)
-    eps = [e.strip() for e in c["eps"].split(",")] if isinstance(c["eps"], str) else list(c["eps"])
-    config = EvalConfig(attacks=c["attacks"], eps=tuple(eps), seed=int(c["seed"]), fast=bool(c["fast"]))
     ev, _ = run_checkpoint(ckpt, data=c["dataset"], root=root, n_samples=int(c["n_samples"]), config=config,
                            progress=progress, device=device)
     m = {"clean_accuracy": ev.clean_accuracy, "reliable": float(ev.reliable),
@@ -139,7 +170,8 @@ def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
         m[f"audit_backdoored:{trig}"] = float(r.backdoored)
         m[f"audit_correct:{trig}"] = float(r.backdoored and r.target == int(c["target"]))
         audits[trig] = {"target": r.target, "why": r.reason()}
-    return {"metrics": m, "attack": "leaderboard", "attack_params": {"attacks": c["attacks"], "eps": eps},
+    return {"metrics": m, "attack": "leaderboard",
+            "attack_params": {"attacks": c["attacks"], "eps": eps, "gradients": list(config.gradients or ("model",))},
             "extra": {"variant": variant_name(c), "compression": compression, "checkpoint": ckpt,
                       "framing": er.spec.slicing,
                       "backdoor_compression": "compressed and fine-tuned on the clean training split" if compression else None,
