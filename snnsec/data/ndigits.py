@@ -238,7 +238,9 @@ def load_ndigits(seed: int = 0, cache: str | os.PathLike | None = None, progress
     else:
         arrays = generate(seed, progress=progress)
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        # uncompressed: 53 MB instead of 25, but written in 0.1 s instead of 6 (a fresh demo's first
+        # minute) and read 9x faster; np.load reads caches written either way
+        np.savez(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue())
     _LOADED[path] = NDigits(labels=labels, **arrays)
     return _LOADED[path]
