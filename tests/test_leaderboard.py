@@ -88,7 +88,7 @@ def test_robustbench_export(store, tmp_path, capsys):
             "number_forward_passes", "snn"} <= set(entry)
     assert entry["architecture"] == "csnn" and entry["snn"]["T"] == 4 and entry["snn"]["neuron"] == "LIFNode"
     assert entry["number_forward_passes"] == 1 and entry["attack_forwards_per_sample"] > 1
-    assert entry["snn"]["framing"] == "events" and entry["snn"]["gradient_estimator"] == ["model", "assg:0.43"]
+    assert entry["snn"]["framing"] == "events" and entry["snn"]["gradient_estimators"] == ["model", "assg:0.43"]
     assert 0 <= entry["autoattack_acc"] <= entry["clean_acc"] <= 100
 
 
@@ -103,3 +103,21 @@ def test_an_estimator_the_model_refuses_is_named_before_any_training(tmp_path, m
     with pytest.raises(ValueError, match="gradient"):
         leaderboard_cell({**cell, "gradients": "assg:0.7"}, progress=False)
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_an_older_evaluation_setting_of_a_variant_is_never_averaged_in(store):
+    # a store that held the spec's cells before the spec changed its attacks keeps those rows
+    import pandas as pd
+
+    from snnsec.report.tables import leaderboard_table
+
+    df = results.Store(store).load()
+    other = df.assign(attack_params=json.dumps({"attacks": "pgd", "eps": ["8/255"], "gradients": ["model"]}),
+                      value=0.0)
+    now = leaderboard_table(df).iloc[0]["clean_accuracy"]
+    assert now > 0
+    older = other.assign(time="2000-01-01T00:00:00+00:00")
+    newer = other.assign(time="2999-01-01T00:00:00+00:00")
+    assert leaderboard_table(pd.concat([older, df])).iloc[0]["clean_accuracy"] == now
+    assert leaderboard_table(pd.concat([df, newer])).iloc[0]["clean_accuracy"] == 0.0
+    assert len(leaderboard_table(pd.concat([older, df]))) == 1

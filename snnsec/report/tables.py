@@ -59,17 +59,33 @@ def _eps_value(label: str) -> float:
     return float(a) / float(b) if b else float(a)
 
 
-def leaderboard_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One line per (dataset, model variant): every leaderboard metric, mean over seeds, with
-    ``n_seeds``, the worst-case robust accuracies in eps order, and ``unreliable`` when any
-    seed's evaluation failed the integrity checklist."""
+def _leaderboard_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard rows with their ``variant``; of a variant measured under more than one
+    evaluation setting (attacks, eps, gradient estimators: an older spec's cells stay in the store
+    beside a newer spec's), only the setting stored last, so that no table averages the two."""
+    import json
+
     from snnsec.report.schema import MissingData, normalize
 
     d = normalize(df)
     d = d[d["attack"].astype(str) == LEADERBOARD_ATTACK]
     if d.empty:
         raise MissingData("leaderboard rows (attack 'leaderboard', from `snnsec bench attacks/leaderboard-nmnist.toml`)")
-    d = d.assign(variant=[(e or {}).get("variant") or m for e, m in zip(d["extra"], d["model"])])
+    d = d.assign(variant=[(e or {}).get("variant") or m for e, m in zip(d["extra"], d["model"])],
+                 setting=[json.dumps(a, sort_keys=True) for a in d["attack_params"]],
+                 stored=d["time"].fillna("").astype(str))
+    keys = ["dataset", "variant"]
+    last = (d.groupby([*keys, "setting"], as_index=False)["stored"].max().sort_values("stored")
+            .drop_duplicates(keys, keep="last"))
+    return d.merge(last[[*keys, "setting"]], on=[*keys, "setting"])
+
+
+def leaderboard_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per (dataset, model variant): every leaderboard metric, mean over seeds, with
+    ``n_seeds``, the worst-case robust accuracies in eps order, and ``unreliable`` when any
+    seed's evaluation failed the integrity checklist (the last evaluation setting stored for each
+    variant only: :func:`_leaderboard_rows`)."""
+    d = _leaderboard_rows(df)
     keys = ["dataset", "variant"]
     table = d.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean")
     robust = sorted((c for c in table.columns if _ROBUST.match(c)), key=lambda c: _eps_value(_ROBUST.match(c).group(1)))
@@ -93,17 +109,13 @@ def robustbench_entries(df: pd.DataFrame) -> list[dict]:
     """One RobustBench-style entry per (dataset, model variant, eps) of the leaderboard rows:
     RobustBench's fields (name, architecture, dataset, eps, clean_acc, autoattack_acc: here the
     per-sample worst case over the attacks run, named in ``attacks``; unreliable;
-    number_forward_passes) and the SNN's (T, neuron, surrogate, gradient estimator, framing,
-    SOPs, energy). Accuracies in percent, as RobustBench writes them."""
-    from snnsec.report.schema import normalize
-
+    number_forward_passes) and the SNN's (T, neuron, training surrogate, the gradient estimators
+    the attacks used, framing, SOPs, energy). Accuracies in percent, as RobustBench writes them."""
     table = leaderboard_table(df)
-    d = normalize(df)
-    d = d[d["attack"].astype(str) == LEADERBOARD_ATTACK]
+    d = _leaderboard_rows(df)
     entries = []
     for r in table.to_dict("records"):
-        same = pd.Series([(e or {}).get("variant") == r["variant"] for e in d["extra"]], index=d.index)
-        one = d[(d["dataset"] == r["dataset"]) & same]
+        one = d[(d["dataset"] == r["dataset"]) & (d["variant"] == r["variant"])]
         cfg, ap = one.iloc[0]["config"] or {}, one.iloc[0]["attack_params"] or {}
         for col in (c for c in r if _ROBUST.match(str(c))):
             label = _ROBUST.match(col).group(1)
@@ -118,7 +130,7 @@ def robustbench_entries(df: pd.DataFrame) -> list[dict]:
                 "footnote": "per-sample worst case over the attacks named in 'attacks' (not standard AutoAttack "
                             "unless it names autoattack); evaluated by snnsec",
                 "snn": {"T": None if pd.isna(r["T"]) else int(r["T"]), "neuron": r.get("neuron"),
-                        "surrogate": "model's own", "gradient_estimator": ap.get("gradients") or ["model"],
+                        "training_surrogate": "model's own", "gradient_estimators": ap.get("gradients") or ["model"],
                         "framing": r.get("framing") or cfg.get("slicing"), "sops": float(r.get("sops", float("nan"))),
                         "energy_pj": float(r.get("energy_pj", float("nan"))),
                         "spike_driven": bool(r.get("spike_driven", 0) >= 1), "n_seeds": int(r["n_seeds"])}})

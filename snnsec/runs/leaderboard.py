@@ -88,7 +88,7 @@ def _compressed(source: str | Path, compression: dict, cell: dict, *, progress: 
 def _check_estimators(c: dict, gradients) -> None:
     """Each estimator must apply to the cell's model (ASSG, PDSG and HART refuse PSN neurons; HART,
     BPTR and RGA refuse snntorch's): tried on the model built for the data's frames, before any training."""
-    if not gradients:
+    if not gradients or set(gradients) == {"model"}:
         return
     from snnsec import models
     from snnsec.attacks.adversarial.gradients import gradient_mode

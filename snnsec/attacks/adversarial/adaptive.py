@@ -12,7 +12,8 @@ are refused.
   ``sigma`` the standard deviation of the potentials seen since the forward began (time steps so
   far, batch and space), per channel (per feature for linear layers); no hyperparameter. Under
   ``per_sample.FixedBatch`` the batch is the chunk's real rows (:meth:`PDSG.select_chunk`), not
-  its zero padding.
+  its zero padding: at most the evaluation's chunk (8 samples), where the reference takes its
+  whole batch.
 * **ASSG** (adaptive sharpness surrogate gradient; arXiv 2512.22522, reference
   ``craree/Towards-Reliable-Evaluation-of-Adversarial-Robustness-for-Spiking-Neural-Networks``,
   ``my_node.py`` ``ASSGrad``): spikingjelly's ATan surrogate with an elementwise sharpness

@@ -46,7 +46,8 @@ class FixedBatch(ModelessWrapper):
     and once after the forward with ``(0, None)`` (the whole batch is the model's again). ASSG keeps
     its statistics over an attack's iterations per chunk (without that, chunk k would inherit chunk
     k - 1's); PDSG takes its sigma over the real rows only. An estimator with batch statistics
-    (PDSG, as in its reference) still gives a sample a result that depends on its chunk-mates.
+    (PDSG, as in its reference) still gives a sample a result that depends on its chunk-mates. One
+    level only: a FixedBatch inside another would take the outer one's padding for samples.
     """
 
     def __init__(self, model: nn.Module, size: int) -> None:
