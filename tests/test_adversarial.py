@@ -352,6 +352,10 @@ def test_config_parsing():
     assert parse_eps("8/255") == pytest.approx(8 / 255)
     with pytest.raises(ValueError, match="eps"):
         parse_eps("2")
+    # a spec's or the command line's comma lists and sequences mean the same
+    listed = EvalConfig(eps="8/255, 4/255", gradients="model, assg:0.43")
+    assert listed.eps == EvalConfig(eps=("4/255", "8/255")).eps == (4 / 255, 8 / 255)
+    assert listed.gradients == ("model", "assg:0.43")
     with pytest.raises(ValueError, match="eot"):
         EvalConfig(eot=0)
     with pytest.raises(ValueError, match="steps"):

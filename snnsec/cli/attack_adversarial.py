@@ -56,12 +56,11 @@ def config_from_args(args: argparse.Namespace):
     from snnsec.attacks.adversarial.evaluate import EvalConfig
     from snnsec.attacks.adversarial.gradients import DEFAULT_SWEEP
 
-    grads = None
-    if args.surrogates:
-        grads = DEFAULT_SWEEP if args.surrogates.strip() == "sweep" else tuple(
-            s.strip() for s in args.surrogates.split(",") if s.strip())
+    grads = args.surrogates or None
+    if grads and grads.strip() == "sweep":
+        grads = DEFAULT_SWEEP
     try:
-        return EvalConfig(attacks=args.attacks, eps=tuple(e.strip() for e in args.eps.split(",") if e.strip()),
+        return EvalConfig(attacks=args.attacks, eps=args.eps,
                           gradients=grads, fast=args.fast, seed=args.seed, eot=args.eot, batch_size=args.batch_size,
                           flip_budget=args.flip_budget, flip_step=args.flip_step, queries=args.queries,
                           order=args.order)

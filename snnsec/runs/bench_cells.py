@@ -38,9 +38,6 @@ def adversarial_cell(cell: dict, *, progress: bool = True) -> dict:
     if ckpt is None:
         ckpt = _train(cell, progress, device)
     kw = {k: cell[k] for k in _EVAL_KEYS if k in cell}
-    for k in ("attacks", "eps", "gradients"):
-        if isinstance(kw.get(k), str):
-            kw[k] = tuple(s.strip() for s in kw[k].split(","))
     config = EvalConfig(seed=int(cell.get("seed", 0)), **kw)
     ev, _ = run_checkpoint(ckpt, data=cell["dataset"], root=cell.get("root"), n_samples=cell.get("n_samples", 200),
                            config=config, progress=progress, device=device)

@@ -41,10 +41,6 @@ DEFAULTS = {"attacks": "pgd,apgd,square", "gradients": None, "eps": ["4/255", "1
 KEYS = {"kind", "compress", *TRAIN_KEYS, *DEFAULTS}
 
 
-def _listed(v) -> list[str]:
-    return [e.strip() for e in v.split(",")] if isinstance(v, str) else [str(e) for e in v]
-
-
 def variant_name(cell: dict) -> str:
     """The leaderboard's name of a cell's model: ``csnn``, ``csnn+binary``, ``csnn+prune(sparsity=0.9)``,
     ``spikingformer(cml=True)``."""
@@ -139,12 +135,10 @@ def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
     c = {**DEFAULTS, **cell}
     compression = method_spec(c.get("compress"))
     root = c.get("root")
-    eps = _listed(c["eps"])
-    gradients = None if c["gradients"] is None else tuple(_listed(c["gradients"]))
     # attack names, eps and estimator specs are checked here, before any training
-    config = EvalConfig(attacks=c["attacks"], eps=tuple(eps), gradients=gradients, seed=int(c["seed"]),
+    config = EvalConfig(attacks=c["attacks"], eps=c["eps"], gradients=c["gradients"], seed=int(c["seed"]),
                         fast=bool(c["fast"]))
-    _check_estimators(c, gradients)
+    _check_estimators(c, config.gradients)
     ckpt = _train(c, progress, device)
     if compression:
         ckpt = _compressed(ckpt, compression, c, progress=progress, device=device)
@@ -170,8 +164,9 @@ def leaderboard_cell(cell: dict, *, progress: bool = True) -> dict:
         m[f"audit_backdoored:{trig}"] = float(r.backdoored)
         m[f"audit_correct:{trig}"] = float(r.backdoored and r.target == int(c["target"]))
         audits[trig] = {"target": r.target, "why": r.reason()}
+    evaluated = config.to_dict()
     return {"metrics": m, "attack": "leaderboard",
-            "attack_params": {"attacks": c["attacks"], "eps": eps, "gradients": list(config.gradients or ("model",))},
+            "attack_params": {"attacks": c["attacks"], "eps": evaluated["eps"], "gradients": evaluated["gradients"] or ["model"]},
             "extra": {"variant": variant_name(c), "compression": compression, "checkpoint": ckpt,
                       "framing": er.spec.slicing,
                       "backdoor_compression": "compressed and fine-tuned on the clean training split" if compression else None,

@@ -48,6 +48,11 @@ __all__ = ["ALIASES", "AdversarialEvaluation", "EvalConfig", "evaluate", "expand
 
 
 
+def _comma_list(v) -> tuple:
+    """``"a, b"`` (a spec's or the command line's form) or a sequence -> a tuple of its items."""
+    return tuple(e.strip() for e in v.split(",") if e.strip()) if isinstance(v, str) else tuple(v)
+
+
 def expand_attacks(spec) -> tuple[str, ...]:
     """``"pgd,apgd"``, a list, or an alias (``autoattack``, ``ensemble``, ``all``) -> attack names."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -133,11 +138,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         self.attacks = expand_attacks(self.attacks)
-        self.eps = tuple(sorted({parse_eps(e) for e in self.eps}))
+        self.eps = tuple(sorted({parse_eps(e) for e in _comma_list(self.eps)}))
         if not self.eps:
             raise ValueError("eps: give at least one radius")
         if self.gradients is not None:
-            self.gradients = tuple(self.gradients)
+            self.gradients = _comma_list(self.gradients)
             for g in self.gradients:
                 parse_gradient(g)
         if self.steps is not None:
