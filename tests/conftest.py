@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from snnsec.allocator import keep_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -51,6 +53,8 @@ def _one_thread():
     # 2-core machine OpenMP spin-waiting made the same tests up to 50x slower with 2 threads.
     n = torch.get_num_threads()
     torch.set_num_threads(1)
+    # as the CLI does: freed activations stay in the heap instead of being faulted in afresh
+    keep_freed_memory()
     yield
     torch.set_num_threads(n)
 

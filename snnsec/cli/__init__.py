@@ -199,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.backend is not None:
                 devices.apply_backend(args.backend)
         if getattr(args, "computes", False):
-            from snnsec import threads
+            from snnsec import allocator, threads
 
+            allocator.keep_freed_memory()
             n, why = threads.choose(args.threads)
             threads.apply(n)
             allowed = len(threads.allowed_cores())

@@ -42,9 +42,10 @@ _FORWARDED_ENV = ("SNNSEC_", "SJ_", "PYTHONPATH")
 
 def run_cell(kind: str, cell: dict, plugins: list[str], threads: int, cwd: str) -> dict:
     """One cell, in a Ray worker: its output dict (:func:`snnsec.bench.rows_for_cell` makes rows of it)."""
-    from snnsec import bench
+    from snnsec import allocator, bench
     from snnsec import threads as thread_budget
 
+    allocator.keep_freed_memory()
     thread_budget.apply(threads)
     if "device" in cell:  # a worker without the GPU the cell asks for says so before any work
         from snnsec.devices import check_device
