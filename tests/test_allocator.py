@@ -1,6 +1,7 @@
 """The keep-freed-memory policy: applied on glibc, left alone where the user tuned malloc,
 and it stops the page faults of a block allocated and freed again and again."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import textwrap
 
 import pytest
 
-from snnsec.allocator import keep_freed_memory
+from snnsec.allocator import _USER_SETTINGS, keep_freed_memory
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                            reason="the policy sets glibc's malloc; this C library is not glibc")
@@ -17,7 +18,7 @@ _PROBE = textwrap.dedent("""
     import resource, sys
     import numpy as np
     if sys.argv[1] == "keep":
-        from snnsec.allocator import keep_freed_memory
+        from snnsec.allocator import _USER_SETTINGS, keep_freed_memory
         assert keep_freed_memory() == "applied"
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):
@@ -28,8 +29,8 @@ _PROBE = textwrap.dedent("""
 
 
 def _faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin"})
+    env = {k: v for k, v in os.environ.items() if k not in _USER_SETTINGS}  # glibc's defaults in the child
+    out = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True, env=env)
     return int(out.stdout.split()[-1])
 
 
