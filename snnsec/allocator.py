@@ -41,13 +41,18 @@ _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TO
                   "GLIBC_TUNABLES", "LD_PRELOAD")
 
 
+def is_glibc() -> bool:
+    """Whether this process runs on glibc (the only C library whose malloc this tunes)."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory(environ=None) -> str:
     """Apply the policy where it applies; returns why it was or was not applied."""
     env = os.environ if environ is None else environ
     user = [k for k in _USER_SETTINGS if env.get(k)]
     if user:
         return f"left to {user[0]}"
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if not is_glibc():
         return "not glibc"
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:

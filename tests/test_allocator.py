@@ -2,23 +2,21 @@
 and it stops the page faults of a block allocated and freed again and again."""
 
 import os
-import platform
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from snnsec.allocator import _USER_SETTINGS, keep_freed_memory
+from snnsec.allocator import _USER_SETTINGS, is_glibc, keep_freed_memory
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                           reason="the policy sets glibc's malloc; this C library is not glibc")
+glibc = pytest.mark.skipif(not is_glibc(), reason="the policy sets glibc's malloc; this C library is not glibc")
 
 _PROBE = textwrap.dedent("""
     import resource, sys
     import numpy as np
     if sys.argv[1] == "keep":
-        from snnsec.allocator import _USER_SETTINGS, keep_freed_memory
+        from snnsec.allocator import keep_freed_memory
         assert keep_freed_memory() == "applied"
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):

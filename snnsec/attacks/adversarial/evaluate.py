@@ -55,11 +55,8 @@ def _comma_list(v) -> tuple:
 
 def expand_attacks(spec) -> tuple[str, ...]:
     """``"pgd,apgd"``, a list, or an alias (``autoattack``, ``ensemble``, ``all``) -> attack names."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[str] = []
-    for item in (i.strip().lower() for i in items):
-        if not item:
-            continue
+    for item in (i.strip().lower() for i in _comma_list(spec)):
         names = ALIASES.get(item, (item,))
         for n in names:
             if n not in ATTACKS and n not in EXTRA_ATTACKS:
